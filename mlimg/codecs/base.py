@@ -1,0 +1,101 @@
+"""The interface every compression method implements.
+
+A codec turns a numpy array into chunks and back. It never sees Pillow objects
+and never touches file framing (signature, lengths, CRCs): that is the
+container's job. The plugin glues the two together.
+
+Pixel arrays:
+  mode "L"     -> (H, W)    uint8
+  mode "I;16"  -> (H, W)    uint16
+  mode "RGB"   -> (H, W, 3) uint8
+  mode "RGBA"  -> (H, W, 4) uint8
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """One chunk type a codec owns: its 4-letter name and payload layout (for the spec)."""
+
+    type: str  # 4 ASCII letters; an upper-case first letter means critical
+    layout: str  # one-line description of the payload, mirrored in spec/MLIMG.md
+
+    @property
+    def critical(self) -> bool:
+        return self.type[0].isupper()
+
+
+@dataclass(frozen=True)
+class Option:
+    """A save option: its default, a validator and a sentence for error messages."""
+
+    default: Any
+    check: Callable[[Any], Any]  # returns the normalised value or raises ValueError
+    valid: str  # human-readable list of valid values, e.g. "2..256 or 'auto'"
+
+
+@dataclass
+class Encoded:
+    """What encode() returns."""
+
+    chunks: list[tuple[str, bytes]]  # codec chunks in file order (type, payload)
+    info: dict[str, Any] = field(default_factory=dict)  # goes to im.info after save
+    model: tuple[str, bytes] | None = None  # (model id, sha256 of weights) for learned codecs
+
+
+@dataclass(frozen=True)
+class Header:
+    width: int
+    height: int
+    mode: str
+    method: str
+    method_version: int
+
+
+class CodecError(OSError):
+    """A codec found its chunks inconsistent or corrupt (message names the chunk)."""
+
+
+class Codec:
+    """Base class. Subclasses set the class attributes and implement encode/decode."""
+
+    name: str = ""
+    version: int = 1
+    modes: tuple[str, ...] = ("L", "RGB", "RGBA")
+    chunk_specs: tuple[ChunkSpec, ...] = ()
+    options: dict[str, Option] = {}
+    # Learned codecs: the model id they need; plugin writes/validates the MODL chunk.
+    needs_model: bool = False
+
+    def validate_options(self, mode: str, opts: dict[str, Any]) -> dict[str, Any]:
+        """Fill defaults, normalise values; ValueError names the valid choices."""
+        if mode not in self.modes:
+            raise ValueError(
+                f"method {self.name!r} does not support mode {mode!r}; valid modes: {', '.join(self.modes)}"
+            )
+        unknown = sorted(set(opts) - set(self.options))
+        if unknown:
+            valid = ", ".join(sorted(self.options)) or "(none)"
+            raise ValueError(f"unknown option(s) {', '.join(unknown)} for method {self.name!r}; valid options: {valid}")
+        out = {}
+        for key, opt in self.options.items():
+            value = opts.get(key, opt.default)
+            try:
+                out[key] = opt.check(value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"invalid {key}={value!r} for method {self.name!r}: valid is {opt.valid}") from exc
+        return out
+
+    def encode(self, pixels, mode: str, opts: dict[str, Any]) -> Encoded:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def decode(self, header: Header, chunks: list[tuple[str, bytes]], **decode_opts):  # pragma: no cover
+        """Return the pixel array for header.mode. Raise CodecError (an OSError) on corrupt data."""
+        raise NotImplementedError
+
+    def describe(self, header: Header, chunks: list[tuple[str, bytes]]) -> dict[str, Any]:
+        """Cheap facts for im.info / `mlimg info` without decoding pixels (e.g. palette size)."""
+        return {}
