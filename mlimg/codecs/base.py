@@ -69,6 +69,11 @@ class Codec:
     options: dict[str, Option] = {}
     # Learned codecs: the model id they need; plugin writes/validates the MODL chunk.
     needs_model: bool = False
+    # True for methods that reproduce pixels exactly (benchmarked against PNG/WebP/JXL lossless).
+    lossless: bool = False
+    # Save-option sets that trace this method's rate-distortion curve in `mlimg bench`,
+    # lowest rate first. Every lossy codec has a "quality" option (1..100, monotone in rate).
+    bench_points: tuple[dict[str, Any], ...] = tuple({"quality": q} for q in (5, 15, 30, 50, 70, 85, 95))
 
     def validate_options(self, mode: str, opts: dict[str, Any]) -> dict[str, Any]:
         """Fill defaults, normalise values; ValueError names the valid choices."""
@@ -95,6 +100,10 @@ class Codec:
     def decode(self, header: Header, chunks: list[tuple[str, bytes]], **decode_opts):  # pragma: no cover
         """Return the pixel array for header.mode. Raise CodecError (an OSError) on corrupt data."""
         raise NotImplementedError
+
+    def bench_report(self, images: list) -> str | None:
+        """Optional method-specific Markdown section for `mlimg bench` (e.g. an ablation)."""
+        return None
 
     def describe(self, header: Header, chunks: list[tuple[str, bytes]]) -> dict[str, Any]:
         """Cheap facts for im.info / `mlimg info` without decoding pixels (e.g. palette size)."""
