@@ -64,3 +64,42 @@ def decode_categorical(data: bytes, probs, count: int | None = None) -> np.ndarr
     else:
         out = dec.decode(cs.stream.model.Categorical(perfect=False), np.ascontiguousarray(probs))
     return np.asarray(out, dtype=np.int32)
+
+
+class CategoricalWriter:
+    """One range-coded stream holding many segments, each coded with its own 1-D distribution.
+
+    Lets a codec adapt its models between segments (the reader rebuilds the same
+    probabilities from the symbols it has decoded so far) without a length field per segment.
+    """
+
+    def __init__(self):
+        self._enc = _coder().stream.queue.RangeEncoder()
+
+    def encode(self, symbols, probs) -> None:
+        symbols = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
+        if symbols.size:
+            model = _coder().stream.model.Categorical(np.asarray(probs, dtype=np.float64), perfect=False)
+            self._enc.encode(symbols, model)
+
+    def finish(self) -> bytes:
+        return self._enc.get_compressed().tobytes()
+
+
+class CategoricalReader:
+    """Inverse of CategoricalWriter: decode the segments in the order they were written."""
+
+    def __init__(self, data: bytes):
+        if len(data) % 4:
+            raise ValueError("range-coded payload length is not a multiple of 4")
+        cs = _coder()
+        words = np.frombuffer(data, dtype="<u4").astype(np.uint32) if data else np.zeros(0, np.uint32)
+        self._dec = cs.stream.queue.RangeDecoder(words)
+
+    def decode(self, probs, count: int) -> np.ndarray:
+        if count < 0 or count > _MAX_SYMBOLS:
+            raise ValueError(f"bad symbol count {count}")
+        if count == 0:
+            return np.zeros(0, dtype=np.int32)
+        model = _coder().stream.model.Categorical(np.asarray(probs, dtype=np.float64), perfect=False)
+        return np.asarray(self._dec.decode(model, count), dtype=np.int32)

@@ -12,6 +12,10 @@ from .base import Codec
 # name -> "module:Class". Adding a method is one line here plus its module.
 _REGISTRY = {
     "raw": "mlimg.codecs.raw:RawCodec",
+    "cae": "mlimg.codecs.cae:CaeCodec",
+    "kmeans": "mlimg.codecs.kmeans:KMeansCodec",
+    "vq": "mlimg.codecs.vq:VQCodec",
+    "pca": "mlimg.codecs.pca:PCACodec",
 }
 
 _cache: dict[str, Codec] = {}

@@ -1,0 +1,268 @@
+"""The `mlimg` command line: info, encode, decode, methods, plus subcommands from other modules.
+
+Exit codes: 0 success, 1 bad input file, 2 usage error (bad arguments or options).
+Expected errors print one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+from typing import Any, Sequence
+
+# Subcommands provided by other modules exposing add_arguments(parser) and run(args) -> int.
+# They are imported only when chosen, so `mlimg info` never pays for torch.
+EXTERNAL_COMMANDS = {
+    "bench": ("mlimg.bench", "rate-distortion benchmark against the anchors"),
+    "train": ("mlimg.train", "train a learned method's weights"),
+    "conformance": ("mlimg.conformance", "check this implementation against fixtures/"),
+}
+
+EXIT_OK, EXIT_BAD_FILE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad command-line arguments (exit code 2)."""
+
+
+def parse_value(text: str) -> Any:
+    """'3' -> 3, '0.5' -> 0.5, 'true'/'false' -> bool, 'none' -> None, anything else stays a string."""
+    lowered = text.lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    if lowered == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(pairs: Sequence[str] | None) -> dict[str, Any]:
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"option {pair!r} must look like key=value")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+# ---------------------------------------------------------------- info
+
+
+def describe_file(path: str) -> dict[str, Any]:
+    """Everything `mlimg info` prints, as a dict (no pixel decoding)."""
+    from PIL import Image
+
+    import mlimg  # noqa: F401  (registers the format)
+
+    from .container import check_signature
+
+    with open(path, "rb") as fp:
+        total = len(fp.read())
+        fp.seek(0)
+        try:
+            check_signature(fp.read(8))
+        except SyntaxError as exc:
+            raise SyntaxError(f"{path}: {exc}") from None
+    with Image.open(path, formats=["MLIMG"]) as im:
+        info = dict(im.info)
+        width, height, mode = im.width, im.height, im.mode
+    facts = {
+        "file": path,
+        "format_version": info.pop("format_version"),
+        "width": width,
+        "height": height,
+        "mode": mode,
+        "method": info.pop("method"),
+        "method_version": info.pop("method_version"),
+        "chunks": [{"type": t, "length": n} for t, n in info.pop("chunks")],
+        "bytes": total,
+        "bpp": 8 * total / (width * height),
+    }
+    for key in ("exif", "icc_profile", "xmp"):
+        if key in info:
+            facts[key + "_bytes"] = len(info.pop(key))
+    facts["method_facts"] = {k: v for k, v in info.items() if _jsonable(v)}
+    return facts
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _print_info(facts: dict[str, Any]) -> None:
+    print(f"{facts['file']}: mlimg {facts['format_version']}, {facts['width']}x{facts['height']} {facts['mode']}")
+    print(f"  method:  {facts['method']} (version {facts['method_version']})")
+    print(f"  size:    {facts['bytes']} bytes, {facts['bpp']:.4f} bpp")
+    for key in ("exif_bytes", "icc_profile_bytes", "xmp_bytes"):
+        if key in facts:
+            print(f"  {key[:-6]}: {facts[key]} bytes")
+    print("  chunks:")
+    for chunk in facts["chunks"]:
+        print(f"    {chunk['type']}  {chunk['length']:>10} bytes")
+    for key, value in facts["method_facts"].items():
+        print(f"  {key}: {value}")
+
+
+def cmd_info(args) -> int:
+    for path in args.files:
+        facts = describe_file(path)
+        if args.json:
+            print(json.dumps(facts))
+        else:
+            _print_info(facts)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- encode / decode
+
+
+def cmd_encode(args) -> int:
+    from PIL import Image
+
+    import mlimg  # noqa: F401
+
+    options = parse_options(args.option)
+    if args.quality is not None:
+        options["quality"] = args.quality
+    if args.target_bpp is not None:
+        options["target_bpp"] = args.target_bpp
+    if args.max_bytes is not None:
+        options["max_bytes"] = args.max_bytes
+    with Image.open(args.input) as im:
+        im.load()
+        try:
+            im.save(args.output, format="MLIMG", method=args.method, **options)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        summary = im.info.get("mlimg_save", {})
+    extra = "".join(f", {k} {v}" for k, v in summary.items() if k in ("quality", "rate_note"))
+    print(f"wrote {args.output}: {summary.get('bytes')} bytes, {summary.get('bpp', 0):.4f} bpp, method {args.method}{extra}")
+    return EXIT_OK
+
+
+def cmd_decode(args) -> int:
+    from PIL import Image
+
+    import mlimg  # noqa: F401
+
+    with Image.open(args.input, formats=["MLIMG"]) as im:
+        im.decode_options = parse_options(args.option)
+        try:
+            im.load()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        im.save(args.output)
+    print(f"wrote {args.output}: {im.width}x{im.height} {im.mode}")
+    return EXIT_OK
+
+
+def cmd_methods(args) -> int:
+    from . import codecs
+
+    for name in codecs.names():
+        try:
+            codec = codecs.get(name)
+        except ImportError as exc:  # a registered method whose module is broken or not installed
+            print(f"{name} (unavailable: {exc})")
+            continue
+        kind = "lossless" if codec.lossless else "lossy"
+        model = ", learned (needs weights)" if codec.needs_model else ""
+        print(f"{name} (version {codec.version}, {kind}{model}) modes: {', '.join(codec.modes)}")
+        for key, opt in codec.options.items():
+            print(f"    {key}={opt.default!r}  valid: {opt.valid}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- parser and main
+
+
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; an external subcommand's module is imported only if it is `chosen`."""
+    parser = argparse.ArgumentParser(prog="mlimg", description="The .mlimg image format: tools.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"mlimg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("info", help="describe .mlimg files without decoding pixels")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("encode", help="encode any image Pillow reads into .mlimg")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.add_argument("--method", "-m", default=_default_method(), help="compression method (see `mlimg methods`)")
+    p.add_argument("--quality", "-q", type=int, help="1..100, higher is better quality and more bytes")
+    p.add_argument("--target-bpp", type=float, help="choose the quality that fits this many bits per pixel")
+    p.add_argument("--max-bytes", type=int, help="choose the quality whose file fits this many bytes")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="method option (repeatable)")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="decode .mlimg into any format Pillow writes (by extension)")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="decode option (repeatable)")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("methods", help="list methods, their modes and options")
+    p.set_defaults(func=cmd_methods)
+
+    for name, (module_name, help_text) in EXTERNAL_COMMANDS.items():
+        if importlib.util.find_spec(module_name) is None:
+            continue  # that engineer's module has not landed yet
+        p = sub.add_parser(name, help=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(func=module.run)
+    return parser
+
+
+def _bomb_error() -> type[Exception]:
+    from PIL import Image
+
+    return Image.DecompressionBombError
+
+
+def _default_method() -> str:
+    from .plugin import DEFAULT_METHOD
+
+    return DEFAULT_METHOD
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(chosen)
+    args = parser.parse_args(argv)  # exits with 2 on usage errors
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # output piped into `head` and closed early
+        return EXIT_OK
+    except UsageError as exc:
+        print(f"mlimg {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, SyntaxError, _bomb_error()) as exc:  # UnidentifiedImageError, FileNotFoundError: OSError
+        print(f"mlimg {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_FILE
+    except ValueError as exc:
+        print(f"mlimg {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""cae: compressive autoencoder with a learned factorised prior (Ballé et al. 2017,
+Theis et al. 2017), variable rate through gain units (Cui et al. 2021).
+
+Pixels -> analysis network -> latent y (M channels at 1/16 resolution) ->
+multiply by the gain for the chosen quality -> round -> range-code each channel
+with its own integer frequency table (stored in the weights file) -> chunk LATN.
+The decoder reverses the coding bit-exactly (only stored integers decide the
+probabilities), multiplies by the inverse gain and runs the float synthesis
+network (tolerance: rmse + peak). Layout: spec/methods/cae.md.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
+from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option
+
+STRIDE = 16
+_HEAD = struct.Struct(">BBHHHI")  # quality, reserved, latent height, latent width, channels, escape count
+_TILE = 48  # latent positions per tile side (768 px): bounds memory on huge images
+_MARGIN = 4  # latent positions of context around each tile (64 px)
+
+
+def _check_quality(value) -> int:
+    if isinstance(value, bool) or int(value) != value or not 1 <= int(value) <= 100:
+        raise ValueError(value)
+    return int(value)
+
+
+def _check_model(value):
+    if value is not None and not isinstance(value, str):
+        raise ValueError(value)
+    return value
+
+
+def level_position(quality: int, levels: int) -> float:
+    """quality 1..100 -> continuous gain level in [0, levels-1]; monotone."""
+    return (quality - 1) / 99.0 * (levels - 1)
+
+
+class CaeCodec(Codec):
+    name = "cae"
+    version = 1
+    modes = ("L", "RGB", "RGBA")  # RGBA: colour through the network, alpha lossless in ALPH
+    needs_model = True
+    chunk_specs = (
+        ChunkSpec("LATN", "u8 quality, u8 0, u16 latent h, u16 latent w, u16 channels, u32 n_escapes, "
+                          "n_escapes x i16 escaped values, range-coded symbols (u32 LE words)"),
+        ALPHA_CHUNK,
+    )
+    options = {
+        "quality": Option(75, _check_quality, "an integer 1..100 (higher: more bytes, better quality)"),
+        "model": Option(None, _check_model, "None (the installed default) or a registered cae model id"),
+    }
+
+    # ------------------------------------------------------------ encode
+
+    def encode(self, pixels, mode: str, opts) -> Encoded:
+        import torch
+
+        from ..nn import store
+
+        model_id = opts.get("model") or store.default_model(self.name)
+        if model_id is None:
+            raise ValueError("no cae weights are installed; pass model=<id> of a registered model")
+        loaded = store.load(model_id, self.name)
+        net, freqs = loaded.net, loaded.tables["prior"]
+        quality = opts["quality"]
+        x = _to_rgb_float(np.asarray(pixels), mode)
+        h, w = x.shape[:2]
+        with torch.inference_mode():
+            gain, _ = net.gains(level_position(quality, net.log_gain.shape[0]))
+            y = analysis_tiled(net, _pad(x), gain)
+        q = np.clip(np.round(y), -32768, 32767).astype(np.int32)  # (M, lh, lw)
+        payload = _pack_latent(q, quality, freqs)
+        chunks = [("LATN", payload)]
+        if mode == "RGBA":
+            chunks.append(("ALPH", encode_alpha(np.asarray(pixels)[:, :, 3])))
+        info = {"quality": quality, "model_id": model_id}
+        return Encoded(chunks, info=info, model=(model_id, bytes.fromhex(loaded.sha256)))
+
+    # ------------------------------------------------------------ decode
+
+    def decode(self, header: Header, chunks, model=None, **_ignored):
+        import torch
+
+        from ..nn import store
+
+        if model is None:
+            raise CodecError("cae needs a model reference (MODL chunk) and the file has none")
+        loaded = store.load(model[0], self.name, model[1])
+        net, freqs = loaded.net, loaded.tables["prior"]
+        latn = [data for kind, data in chunks if kind == "LATN"]
+        if len(latn) != 1:
+            raise CodecError(f"chunk 'LATN': expected exactly one, found {len(latn)}")
+        alph = [data for kind, data in chunks if kind == "ALPH"]
+        if len(alph) != (header.mode == "RGBA"):
+            raise CodecError(f"chunk 'ALPH': {len(alph)} found, mode {header.mode} needs {int(header.mode == 'RGBA')}")
+        quality, q = unpack_latent(latn[0], header, freqs)
+        with torch.inference_mode():
+            _, inv_gain = net.gains(level_position(quality, net.log_gain.shape[0]))
+            x = synthesis_tiled(net, q, inv_gain)[: header.height, : header.width]
+        out = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+        if header.mode == "L":
+            out = np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
+        elif header.mode == "RGBA":
+            alpha = decode_alpha(alph[0], header.height, header.width)
+            out = np.concatenate([out, alpha[:, :, None]], axis=2)
+        return out
+
+    def describe(self, header: Header, chunks):
+        for kind, data in chunks:
+            if kind == "LATN" and len(data) >= _HEAD.size:
+                return {"quality": data[0]}
+        return {}
+
+
+# ---------------------------------------------------------------- payload
+
+
+def _pack_latent(q: np.ndarray, quality: int, freqs: np.ndarray) -> bytes:
+    from ..entropy import CategoricalWriter
+    from ..nn.integer import freqs_to_probs
+
+    channels, lh, lw = q.shape
+    r = (freqs.shape[1] - 2) // 2
+    escape = freqs.shape[1] - 1
+    flat = q.reshape(channels, -1)
+    outside = np.abs(flat) > r
+    symbols = np.where(outside, escape, flat + r)
+    escaped = flat[outside]  # channel-major order, as the decoder meets them
+    probs = freqs_to_probs(freqs)
+    writer = CategoricalWriter()
+    for c in range(channels):
+        writer.encode(symbols[c], probs[c])
+    head = _HEAD.pack(quality, 0, lh, lw, channels, escaped.size)
+    return head + escaped.astype(">i2").tobytes() + writer.finish()
+
+
+def unpack_latent(payload: bytes, header: Header, freqs: np.ndarray) -> tuple[int, np.ndarray]:
+    """LATN payload -> (quality, integer latent (M, lh, lw)); CodecError on any inconsistency."""
+    from ..entropy import CategoricalReader
+    from ..nn.integer import freqs_to_probs
+
+    if len(payload) < _HEAD.size:
+        raise CodecError(f"chunk 'LATN': {len(payload)} bytes is shorter than its {_HEAD.size}-byte header")
+    quality, reserved, lh, lw, channels, n_esc = _HEAD.unpack_from(payload)
+    want_h, want_w = -(-header.height // STRIDE), -(-header.width // STRIDE)
+    if not 1 <= quality <= 100:
+        raise CodecError(f"chunk 'LATN': quality {quality} is outside 1..100")
+    if reserved != 0:
+        raise CodecError(f"chunk 'LATN': reserved byte is {reserved}, must be 0")
+    if (lh, lw) != (want_h, want_w):
+        raise CodecError(f"chunk 'LATN': latent size {lh}x{lw} does not match the image ({want_h}x{want_w} expected)")
+    if channels != freqs.shape[0]:
+        raise CodecError(f"chunk 'LATN': {channels} latent channels, the model has {freqs.shape[0]}")
+    total = channels * lh * lw
+    if n_esc > total:
+        raise CodecError(f"chunk 'LATN': {n_esc} escapes for only {total} latent values")
+    body = _HEAD.size + 2 * n_esc
+    if len(payload) < body:
+        raise CodecError(f"chunk 'LATN': truncated escape list ({len(payload)} bytes, need {body})")
+    escaped = np.frombuffer(payload, ">i2", n_esc, _HEAD.size).astype(np.int32)
+    r = (freqs.shape[1] - 2) // 2
+    escape = freqs.shape[1] - 1
+    probs = freqs_to_probs(freqs)
+    try:
+        reader = CategoricalReader(payload[body:])
+        symbols = np.stack([reader.decode(probs[c], lh * lw) for c in range(channels)])
+    except CodecError:
+        raise
+    except Exception as exc:  # constriction reports corrupt streams in several ways
+        raise CodecError(f"chunk 'LATN': corrupt range-coded data ({exc})") from None
+    outside = symbols == escape
+    if int(outside.sum()) != n_esc:
+        raise CodecError(f"chunk 'LATN': {int(outside.sum())} escape symbols decoded, header says {n_esc}")
+    q = symbols - r
+    q[outside] = escaped
+    return quality, q.reshape(channels, lh, lw)
+
+
+# ---------------------------------------------------------------- pixels and tiling
+
+
+def _to_rgb_float(pixels: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "L":
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    pixels = pixels[:, :, :3]
+    return pixels.astype(np.float32) / 255.0
+
+
+def _pad(x: np.ndarray) -> np.ndarray:
+    """Edge-pad (H, W, 3) to a multiple of the network stride."""
+    h, w = x.shape[:2]
+    return np.pad(x, ((0, -h % STRIDE), (0, -w % STRIDE), (0, 0)), mode="edge")
+
+
+def _spans(n: int):
+    """Latent index ranges (core start, core end, window start, window end) covering 0..n."""
+    for start in range(0, n, _TILE):
+        end = min(start + _TILE, n)
+        yield start, end, max(0, start - _MARGIN), min(n, end + _MARGIN)
+
+
+def analysis_tiled(net, x: np.ndarray, gain) -> np.ndarray:
+    """Padded (H, W, 3) float image -> gained latent (M, H/16, W/16), tile by tile."""
+    import torch
+
+    lh, lw = x.shape[0] // STRIDE, x.shape[1] // STRIDE
+    out = np.empty((gain.shape[0], lh, lw), np.float32)
+    g = gain.view(1, -1, 1, 1)
+    for y0, y1, wy0, wy1 in _spans(lh):
+        for x0, x1, wx0, wx1 in _spans(lw):
+            tile = x[wy0 * STRIDE : wy1 * STRIDE, wx0 * STRIDE : wx1 * STRIDE]
+            t = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1)))[None]
+            y = (net.g_a(t) * g)[0].numpy()
+            out[:, y0:y1, x0:x1] = y[:, y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]
+    return out
+
+
+def synthesis_tiled(net, q: np.ndarray, inv_gain) -> np.ndarray:
+    """Integer latent (M, lh, lw) -> float image (16 lh, 16 lw, 3) in [0, 1]-ish, tile by tile."""
+    import torch
+
+    _, lh, lw = q.shape
+    out = np.empty((lh * STRIDE, lw * STRIDE, 3), np.float32)
+    ig = inv_gain.view(1, -1, 1, 1)
+    for y0, y1, wy0, wy1 in _spans(lh):
+        for x0, x1, wx0, wx1 in _spans(lw):
+            t = torch.from_numpy(q[:, wy0:wy1, wx0:wx1].astype(np.float32))[None]
+            img = net.g_s(t * ig)[0].numpy().transpose(1, 2, 0)
+            oy, ox = (y0 - wy0) * STRIDE, (x0 - wx0) * STRIDE
+            out[y0 * STRIDE : y1 * STRIDE, x0 * STRIDE : x1 * STRIDE] = img[oy : oy + (y1 - y0) * STRIDE, ox : ox + (x1 - x0) * STRIDE]
+    return out

@@ -1,0 +1,173 @@
+"""Entropy coding for the pca method: parametric magnitude tables over one range-coded stream.
+
+Every integer the pca method stores goes through `Writer` / `Reader`, a thin
+wrapper over one constriction range-coder queue (decode order = encode order).
+
+Signed integers are coded as a magnitude token, an optional escape and a sign:
+  token t in 0..ESC      t < ESC is the magnitude itself; t == ESC means "ESC or more"
+  escape (t == ESC)      n = bit_length(m - ESC) as a uniform symbol in 0..31, then
+                         the n-1 bits below the leading one as uniform bits
+  sign (m > 0)           one uniform bit, 1 = negative
+
+The token distribution is a zero-inflated geometric law with two 16-bit integer
+parameters (z, r): P(0) ~ z / 2^16 and P(t+1) / P(t) ~ r / 2^16 for t >= 1; the
+escape token takes the geometric tail. Frequencies are computed with integer
+arithmetic only and turned into float64 probabilities by one division, so the
+decoder's tables are bit-identical on every machine (see mlimg/entropy.py).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+ESC = 48  # tokens 0..ESC-1 are literal magnitudes
+_ONE = 1 << 16
+_G1 = 1 << 30  # fixed-point start of the geometric run
+
+
+class CodingError(ValueError):
+    """The range-coded stream is inconsistent (raised by Reader; the codec names the chunk)."""
+
+
+def _cs():
+    import constriction  # local import keeps `import mlimg` light
+
+    return constriction
+
+
+@lru_cache(maxsize=4096)
+def token_probs(z: int, r: int) -> np.ndarray:
+    """Probabilities of tokens 0..ESC for table parameters (z, r), from integers only."""
+    g = np.zeros(ESC, dtype=np.int64)  # g[t-1] for magnitudes t = 1..ESC-1, then the tail
+    v = _G1
+    for t in range(ESC - 1):
+        g[t] = max(v, 1)
+        v = (v * r) >> 16
+    tail = (max(v, 1) * _ONE) // max(_ONE - r, 1)  # sum of the remaining geometric run
+    g[ESC - 1] = max(tail, 1)
+    total = int(g.sum())
+    counts = np.empty(ESC + 1, dtype=np.int64)
+    counts[0] = z * (total >> 16) + 1
+    counts[1:] = ((_ONE - z) * g) >> 16
+    counts = np.maximum(counts, 1)
+    return counts / counts.sum()
+
+
+def fit_table(magnitudes: np.ndarray) -> tuple[int, int]:
+    """Integer (z, r) fitted to non-negative magnitudes (maximum-likelihood for the model)."""
+    m = np.asarray(magnitudes, dtype=np.int64)
+    n = m.size
+    nz = m[m > 0]
+    z = int(np.clip(round(_ONE * (n - nz.size + 0.25) / (n + 0.5)), 1, _ONE - 1))
+    mean = float(np.minimum(nz, ESC).mean() - 1.0) if nz.size else 0.0
+    r = int(np.clip(round(_ONE * mean / (mean + 1.0)), 1, _ONE - 16))
+    return z, r
+
+
+class Writer:
+    def __init__(self):
+        cs = _cs()
+        self._enc = cs.stream.queue.RangeEncoder()
+        self._model = cs.stream.model.Categorical
+
+    def symbols(self, values, probs: np.ndarray) -> None:
+        values = np.ascontiguousarray(values, dtype=np.int32).ravel()
+        if values.size:
+            self._enc.encode(values, self._model(probs, perfect=False))
+
+    def uints(self, values, bits: int) -> None:
+        """Unsigned integers below 2^bits as uniform bytes (most significant first)."""
+        values = np.asarray(values, dtype=np.int64).ravel()
+        for shift in range(((bits + 7) // 8 - 1) * 8, -1, -8):
+            self.symbols((values >> shift) & 255, _uniform(256))
+
+    def signed(self, values, table: tuple[int, int]) -> None:
+        """Signed integers with one (z, r) table: tokens, escapes, signs."""
+        values = np.asarray(values, dtype=np.int64).ravel()
+        mags = np.abs(values)
+        self.symbols(np.minimum(mags, ESC), token_probs(*table))
+        self._escapes(mags[mags >= ESC] - ESC)
+        self.symbols(values[values != 0] < 0, _uniform(2))
+
+    def _escapes(self, rest: np.ndarray) -> None:
+        if not rest.size:
+            return
+        nbits = _bit_length(rest)
+        self.symbols(nbits, _uniform(32))
+        for b in range(int(nbits.max()) - 2, -1, -1):  # bits below the leading one
+            sel = nbits > b + 1
+            self.symbols((rest[sel] >> b) & 1, _uniform(2))
+
+    def finish(self) -> bytes:
+        return self._enc.get_compressed().tobytes()
+
+
+class Reader:
+    def __init__(self, data: bytes):
+        cs = _cs()
+        if len(data) % 4:
+            raise CodingError("range-coded payload length is not a multiple of 4")
+        words = np.frombuffer(data, dtype="<u4").copy()
+        self._dec = cs.stream.queue.RangeDecoder(words)
+        self._model = cs.stream.model.Categorical
+
+    def symbols(self, n: int, probs: np.ndarray) -> np.ndarray:
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        try:
+            out = self._dec.decode(self._model(probs, perfect=False), int(n))
+        except Exception as exc:  # constriction reports exhausted/corrupt streams in its own types
+            raise CodingError(f"range decoder failed: {exc}") from None
+        return np.asarray(out, dtype=np.int64)
+
+    def uints(self, n: int, bits: int) -> np.ndarray:
+        out = np.zeros(n, dtype=np.int64)
+        for _ in range((bits + 7) // 8):
+            out = (out << 8) | self.symbols(n, _uniform(256))
+        return out
+
+    def signed(self, n: int, table: tuple[int, int]) -> np.ndarray:
+        mags = self.symbols(n, token_probs(*table))
+        esc = mags == ESC
+        if esc.any():
+            mags[esc] = ESC + self._escapes(int(esc.sum()))
+        neg = self.symbols(int((mags != 0).sum()), _uniform(2)).astype(bool)
+        signs = np.ones(n, dtype=np.int64)
+        idx = np.flatnonzero(mags)
+        signs[idx[neg]] = -1
+        return mags * signs
+
+    def _escapes(self, n: int) -> np.ndarray:
+        nbits = self.symbols(n, _uniform(32))
+        rest = np.where(nbits > 0, 1, 0).astype(np.int64)
+        for b in range(int(nbits.max()) - 2, -1, -1):
+            sel = nbits > b + 1
+            rest[sel] = (rest[sel] << 1) | self.symbols(int(sel.sum()), _uniform(2))
+        return rest
+
+
+def write_tables(w: Writer, tables: list[tuple[int, int]]) -> None:
+    flat = np.asarray(tables, dtype=np.int64).reshape(-1)
+    w.uints(flat, 16)
+
+
+def read_tables(rd: Reader, n: int) -> list[tuple[int, int]]:
+    flat = rd.uints(2 * n, 16)
+    if ((flat == 0) | (flat >= _ONE)).any():
+        raise CodingError("model table parameter out of range")
+    return [(int(a), int(b)) for a, b in flat.reshape(-1, 2)]
+
+
+def _bit_length(v: np.ndarray) -> np.ndarray:
+    out = np.zeros(v.shape, dtype=np.int64)
+    v = v.copy()
+    while (v > 0).any():
+        out += v > 0
+        v >>= 1
+    return out
+
+
+@lru_cache(maxsize=8)
+def _uniform(n: int) -> np.ndarray:
+    return np.full(n, 1.0 / n)

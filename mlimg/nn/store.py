@@ -1,0 +1,155 @@
+"""Registered model weights: safetensors files + mlimg/weights/registry.json.
+
+registry.json:
+  {"default": {"cae": "<id>"},
+   "models": {"<id>": {"method", "file", "sha256", "config", "training": {...}}}}
+
+A weights file holds the float network tensors ("model.<name>") and, for
+methods with stored probability tables, integer tensors ("cdf.<name>").
+Encoded files carry (id, sha256) in their MODL chunk; decoding with weights
+whose sha256 differs is refused with an OSError naming both.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+REGISTRY = WEIGHTS_DIR / "registry.json"
+
+_extra: dict[str, dict] = {}  # models registered at run time (tests, experiments)
+_loaded: dict[str, "LoadedModel"] = {}
+
+
+class LoadedModel:
+    """A network in eval mode plus the integer tables stored beside it."""
+
+    def __init__(self, model_id: str, sha256: str, net, tables: dict):
+        self.id = model_id
+        self.sha256 = sha256
+        self.net = net
+        self.tables = tables  # name -> numpy int array
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def registry() -> dict:
+    reg = json.loads(REGISTRY.read_text()) if REGISTRY.exists() else {"default": {}, "models": {}}
+    for model_id, entry in _extra.items():
+        reg["models"][model_id] = entry
+        reg["default"].setdefault(entry["method"], model_id)
+    return reg
+
+
+def register(model_id: str, method: str, path: Path, config: dict) -> str:
+    """Register a weights file at run time (not persisted). Returns its sha256."""
+    sha = sha256_file(path)
+    _extra[model_id] = {"method": method, "file": str(Path(path).resolve()), "sha256": sha, "config": config}
+    _loaded.pop(model_id, None)
+    return sha
+
+
+def default_model(method: str) -> str | None:
+    return registry()["default"].get(method)
+
+
+def model_ids(method: str) -> list[str]:
+    return sorted(k for k, v in registry()["models"].items() if v["method"] == method)
+
+
+def load(model_id: str, method: str, expected_sha256: bytes | None = None) -> LoadedModel:
+    """Load (cached) weights by id; OSError if unknown, missing, or not the expected sha256."""
+    entry = registry()["models"].get(model_id)
+    if entry is None or entry["method"] != method:
+        have = ", ".join(model_ids(method)) or "none"
+        raise OSError(f"{method} model {model_id!r} is not installed (installed: {have})")
+    if expected_sha256 is not None and bytes.fromhex(entry["sha256"]) != bytes(expected_sha256):
+        raise OSError(
+            f"{method} model {model_id!r}: the file expects weights with sha256 {bytes(expected_sha256).hex()}, "
+            f"the installed weights have sha256 {entry['sha256']}"
+        )
+    cached = _loaded.get(model_id)
+    if cached is not None and cached.sha256 == entry["sha256"]:
+        return cached
+    path = Path(entry["file"])
+    if not path.is_absolute():
+        path = WEIGHTS_DIR / path
+    if not path.exists():
+        raise OSError(f"{method} model {model_id!r}: weights file {path} is missing")
+    actual = sha256_file(path)
+    if actual != entry["sha256"]:
+        raise OSError(f"{method} model {model_id!r}: weights file {path.name} has sha256 {actual}, registry says {entry['sha256']}")
+    loaded = LoadedModel(model_id, actual, *_read_weights(path, entry["config"]))
+    _loaded[model_id] = loaded
+    return loaded
+
+
+def _read_weights(path: Path, config: dict):
+    from safetensors.numpy import load_file as load_numpy
+    from safetensors.torch import load_file
+
+    from .models import build
+
+    tensors = load_file(str(path))
+    net = build(config)
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    net.eval()
+    tables = {k[4:]: v for k, v in load_numpy(str(path)).items() if k.startswith("cdf.")}
+    return net, tables
+
+
+def save_weights(path: Path, net, tables: dict, config: dict) -> str:
+    """Write a weights file (float network + integer tables); returns its sha256."""
+    from safetensors.torch import save_file
+    import torch
+
+    tensors = {f"model.{k}": v.detach().float().contiguous().cpu() for k, v in net.state_dict().items()}
+    for name, table in tables.items():
+        tensors[f"cdf.{name}"] = torch.from_numpy(table.astype("int32"))
+    save_file(tensors, str(path), metadata={"config": json.dumps(config)})
+    return sha256_file(path)
+
+
+def export_checkpoint(method: str, run_dir: Path) -> str:
+    """Turn a training checkpoint into shipped weights: integer tables, sha256, registry entry.
+
+    The previous default weights of the same method are removed so the package stays small.
+    """
+    import tempfile
+
+    from safetensors.torch import load_file
+
+    from .integer import factorized_freqs
+    from .models import build
+
+    meta = json.loads((run_dir / "checkpoint.json").read_text())
+    config = {k: meta["config"][k] for k in ("arch", "N", "M", "lambdas")}
+    net = build(config)
+    tensors = load_file(str(run_dir / "checkpoint.safetensors"))
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    tables = {"prior": factorized_freqs(net.prior)}
+    WEIGHTS_DIR.mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=WEIGHTS_DIR, suffix=".tmp", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    sha = save_weights(tmp_path, net, tables, config)
+    model_id = f"{method}-v1-{sha[:8]}"
+    final = WEIGHTS_DIR / f"{model_id}.safetensors"
+    tmp_path.replace(final)
+
+    reg = json.loads(REGISTRY.read_text()) if REGISTRY.exists() else {"default": {}, "models": {}}
+    old = reg["default"].get(method)
+    if old and old != model_id and old in reg["models"]:
+        (WEIGHTS_DIR / reg["models"].pop(old)["file"]).unlink(missing_ok=True)
+    reg["models"][model_id] = {
+        "method": method,
+        "file": final.name,
+        "sha256": sha,
+        "config": config,
+        "training": {"command": meta.get("command"), "steps": meta["step"], "train_config": meta["config"]},
+    }
+    reg["default"][method] = model_id
+    REGISTRY.write_text(json.dumps(reg, indent=1) + "\n")
+    return model_id

@@ -1,0 +1,376 @@
+"""Pillow glue: the MLIMG open/save handlers.
+
+save: Image.save -> _save -> codec.validate_options -> codec.encode -> container.build
+open: Image.open -> MlimgImageFile._open (header, chunk bytes, CRCs; no pixels)
+      -> load() -> codec.decode -> pixels
+
+The container knows framing, codecs know pixels; this module only routes
+between them and Pillow, and decides which chunk goes where.
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from . import codecs, container
+from .codecs.base import Codec, Header
+
+FORMAT = "MLIMG"
+MIME = "image/x-mlimg"
+EXTENSION = ".mlimg"
+# The method used when save() is not given one. The lead changes this one constant.
+DEFAULT_METHOD = "raw"
+
+_RAWMODES = {"L": "L", "RGB": "RGB", "RGBA": "RGBA", "I;16": "I;16"}  # I;16 raw is little-endian
+_DTYPES = {"L": np.uint8, "RGB": np.uint8, "RGBA": np.uint8, "I;16": np.uint16}
+_CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4, "I;16": 1}
+# Keyword arguments that the plugin handles itself; every other save keyword is a method option.
+_RATE_KEYS = ("target_bpp", "max_bytes")
+_PILLOW_KEYS = ("format",)
+# Decode keywords the plugin passes itself; users may not set them in decode_options.
+_RESERVED_DECODE_KEYS = ("model", "truncated")
+
+
+def _accept(prefix: bytes) -> bool:
+    return prefix[: len(container.SIGNATURE)] == container.SIGNATURE
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class ChunkRoles:
+    """The chunks of one file sorted by who consumes them."""
+
+    codec_chunks: list[tuple[str, bytes]] = field(default_factory=list)
+    metadata: dict[str, bytes] = field(default_factory=dict)  # Pillow info key -> payload
+    model: tuple[str, bytes] | None = None
+    skipped: list[str] = field(default_factory=list)  # unknown ancillary chunk types
+
+
+def codec_for(header: container.FileHeader) -> Codec:
+    """The codec that decodes this file; OSError if this decoder cannot."""
+    if header.method not in codecs.names():
+        raise container.ContainerError(
+            f"unknown method {header.method!r} in MHDR; this decoder knows: {', '.join(codecs.names())}"
+        )
+    try:
+        codec = codecs.get(header.method)
+    except ImportError as exc:
+        raise OSError(f"method {header.method!r} is registered but cannot be loaded: {exc}") from exc
+    if header.method_version > codec.version:
+        raise container.ContainerError(
+            f"method {header.method!r} version {header.method_version} is newer than this decoder supports ({codec.version})"
+        )
+    if header.mode not in codec.modes:
+        raise container.ContainerError(f"method {header.method!r} does not support mode {header.mode!r}")
+    return codec
+
+
+def sort_chunks(header: container.FileHeader, chunks: list[container.RawChunk], codec: Codec) -> ChunkRoles:
+    """Assign each chunk to the container or the codec; an unknown critical chunk is an error."""
+    metadata_types = {t: key for key, t in container.METADATA_CHUNKS.items()}
+    codec_types = {spec.type for spec in codec.chunk_specs}
+    roles = ChunkRoles()
+    for chunk in chunks:
+        if chunk.type in metadata_types:
+            roles.metadata[metadata_types[chunk.type]] = chunk.data
+        elif chunk.type == "MODL":
+            roles.model = container.parse_model_payload(chunk.data, chunk.offset)
+        elif chunk.type in codec_types:
+            roles.codec_chunks.append((chunk.type, chunk.data))
+        elif container.is_critical(chunk.type):
+            raise container.ContainerError(
+                f"chunk {chunk.type!r} at offset {chunk.offset}: unknown critical chunk "
+                f"(not a container chunk and not one of method {header.method!r}'s)"
+            )
+        else:
+            roles.skipped.append(chunk.type)
+    if codec.needs_model and roles.model is None:
+        raise container.ContainerError(f"method {header.method!r} needs a MODL chunk, none found")
+    if not codec.needs_model and roles.model is not None:
+        raise container.ContainerError(f"chunk 'MODL': method {header.method!r} uses no model")
+    return roles
+
+
+def accepted_decode_options(codec: Codec) -> list[str] | None:
+    """Names codec.decode accepts as keywords (plugin-reserved ones excluded); None = any."""
+    params = inspect.signature(codec.decode).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [n for n, p in params.items() if p.kind in kinds and n not in ("header", "chunks")]
+
+
+def _check_decode_options(codec: Codec, opts: dict[str, Any]) -> None:
+    reserved = sorted(set(opts) & set(_RESERVED_DECODE_KEYS))
+    if reserved:
+        raise ValueError(f"decode option(s) {', '.join(reserved)} are set by the plugin, not by users")
+    accepted = accepted_decode_options(codec)
+    if accepted is None:
+        return
+    unknown = sorted(set(opts) - set(accepted))
+    if unknown:
+        valid = ", ".join(n for n in accepted if n not in _RESERVED_DECODE_KEYS) or "(none)"
+        raise ValueError(
+            f"unknown decode option(s) {', '.join(unknown)} for method {codec.name!r}; valid decode options: {valid}"
+        )
+
+
+def _expected_shape(mode: str, width: int, height: int) -> tuple[int, ...]:
+    channels = _CHANNELS[mode]
+    return (height, width) if channels == 1 else (height, width, channels)
+
+
+class MlimgImageFile(ImageFile.ImageFile):
+    format = FORMAT
+    format_description = "mlimg machine-learned image"
+
+    def _open(self) -> None:
+        assert self.fp is not None
+        header, consumed = container.read_header(self.fp)
+        self._size = (header.width, header.height)
+        self._mode = header.mode
+        # Refuse decompression bombs before reading or allocating anything the header sized.
+        # (Only the error here: Pillow's open() repeats the check and issues the warning.)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image._decompression_bomb_check(self.size)
+        codec = codec_for(header)
+        # Chunk bytes are read now (bounded by the file's own length) so CRCs are checked and
+        # info is complete at open; pixels are decoded lazily in load().
+        chunks, truncated, _ = container.read_chunks(self.fp.read(), consumed, allow_truncated=True)
+        roles = sort_chunks(header, chunks, codec)
+        self._header = header
+        self._codec = codec
+        self._roles = roles
+        self._truncated = truncated
+        self.decode_options: dict[str, Any] = {}
+        self.info.update(self._describe(header, chunks, roles, codec, truncated))
+        self.tile = [ImageFile._Tile(FORMAT, (0, 0, *self.size), 0, (self._decode_pixels, _RAWMODES[header.mode]))]
+
+    @staticmethod
+    def _describe(header, chunks, roles, codec, truncated) -> dict[str, Any]:
+        codec_header = Header(header.width, header.height, header.mode, header.method, header.method_version)
+        info: dict[str, Any] = {}
+        try:
+            info.update(codec.describe(codec_header, roles.codec_chunks))
+        except (OSError, ValueError):
+            pass  # describe is best effort; decoding reports real problems
+        info.update(
+            method=header.method,
+            method_version=header.method_version,
+            format_version=header.version_string,
+            chunks=[("MHDR", len(container.build_header_payload(header)))]
+            + [(c.type, len(c.data)) for c in chunks]
+            + ([] if truncated else [("MEND", 0)]),
+        )
+        if roles.metadata.get("exif"):
+            info["exif"] = b"Exif\x00\x00" + roles.metadata["exif"]  # Pillow's convention for info["exif"]
+        for key in ("icc_profile", "xmp"):
+            if key in roles.metadata:
+                info[key] = roles.metadata[key]
+        if roles.model is not None:
+            info["model_id"] = roles.model[0]
+        if roles.skipped:
+            info["skipped_chunks"] = list(roles.skipped)
+        if truncated:
+            info["truncated"] = truncated
+        return info
+
+    def _decode_pixels(self) -> bytes:
+        """Run the codec; called by Pillow's load() through _MlimgDecoder."""
+        header, codec = self._header, self._codec
+        if self._truncated and not ImageFile.LOAD_TRUNCATED_IMAGES:
+            raise OSError(f"image file is truncated: {self._truncated}")
+        opts = dict(self.decode_options)
+        _check_decode_options(codec, opts)
+        accepted = accepted_decode_options(codec)
+        if self._roles.model is not None:
+            opts["model"] = self._roles.model
+        if self._truncated and (accepted is None or "truncated" in accepted):
+            opts["truncated"] = True
+        codec_header = Header(header.width, header.height, header.mode, header.method, header.method_version)
+        try:
+            pixels = codec.decode(codec_header, list(self._roles.codec_chunks), **opts)
+        except (OSError, ValueError, MemoryError):
+            raise
+        except Exception as exc:  # a codec must raise CodecError; never leak IndexError & co. to users
+            raise OSError(f"method {header.method!r} could not decode the file: {type(exc).__name__}: {exc}") from exc
+        shape = _expected_shape(header.mode, header.width, header.height)
+        pixels = np.asarray(pixels)
+        if pixels.shape != shape:
+            raise OSError(f"method {header.method!r} decoded shape {pixels.shape}, expected {shape}")
+        if header.mode == "I;16":
+            return np.ascontiguousarray(pixels, dtype="<u2").tobytes()
+        return np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+
+
+class _MlimgDecoder(ImageFile.PyDecoder):
+    """Hands the codec's pixels to Pillow; tile args are (pixel source, rawmode)."""
+
+    _pulls_fd = True
+
+    def decode(self, buffer):
+        source, rawmode = self.args
+        self.set_as_raw(source(), rawmode)
+        return -1, 0
+
+
+# ---------------------------------------------------------------- saving
+
+
+def _to_supported_mode(im: Image.Image) -> Image.Image:
+    """Convert Pillow modes that map losslessly onto the four mlimg modes."""
+    mode = im.mode
+    if mode in container.MODE_CODES:
+        return im
+    if mode == "1":
+        return im.convert("L")
+    if mode == "P":
+        return im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if mode in ("PA", "LA"):
+        return im.convert("RGBA")
+    if mode == "RGBX":
+        return im.convert("RGB")
+    if mode in ("I", "I;16L", "I;16B", "I;16N"):
+        values = np.asarray(im)
+        if values.size and (values.min() < 0 or values.max() > 0xFFFF):
+            raise ValueError(f"mode {mode} image has values outside 0..65535; cannot save as I;16")
+        return Image.fromarray(values.astype(np.uint16))  # 2-D uint16 -> mode I;16
+    raise ValueError(
+        f"cannot save mode {mode!r} as MLIMG; supported modes: {', '.join(container.MODE_CODES)} "
+        "(1, P, PA, LA, RGBX, I and I;16B/L are converted)"
+    )
+
+
+def image_pixels(im: Image.Image) -> np.ndarray:
+    """Pixel array in the codec convention for an image whose mode is one of MODE_CODES."""
+    return np.ascontiguousarray(np.asarray(im), dtype=_DTYPES[im.mode])
+
+
+def _metadata_chunks(im: Image.Image, info: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """Pop exif / icc_profile / xmp from the save keywords and turn them into chunks."""
+    exif = info.pop("exif", None)
+    if isinstance(exif, Image.Exif):
+        exif = exif.tobytes()
+    icc = info.pop("icc_profile", im.info.get("icc_profile"))  # like PNG: keep the image's own profile
+    xmp = info.pop("xmp", None)
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    values = {"exif": exif, "icc_profile": icc, "xmp": xmp}
+    out = []
+    for key, value in values.items():
+        if value is None or value == b"":
+            continue
+        if not isinstance(value, (bytes, bytearray)):
+            raise ValueError(f"{key}= must be bytes" + (" or Image.Exif" if key == "exif" else ""))
+        value = bytes(value)
+        if key == "exif" and value.startswith(b"Exif\x00\x00"):
+            value = value[6:]  # stored as the bare TIFF structure, like PNG's eXIf
+        out.append((container.METADATA_CHUNKS[key], value))
+    return out
+
+
+def _byte_budget(width: int, height: int, target_bpp, max_bytes) -> int | None:
+    if target_bpp is not None and max_bytes is not None:
+        raise ValueError("give either target_bpp= or max_bytes=, not both")
+    if target_bpp is not None:
+        if isinstance(target_bpp, bool) or not isinstance(target_bpp, (int, float)) or not target_bpp > 0:
+            raise ValueError(f"target_bpp must be a positive number, got {target_bpp!r}")
+        return int(target_bpp * width * height / 8)
+    if max_bytes is not None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+        return max_bytes
+    return None
+
+
+def encode_file(pixels: np.ndarray, mode: str, method: str, options: dict[str, Any],
+                metadata: list[tuple[str, bytes]] = ()) -> tuple[bytes, dict[str, Any]]:
+    """Encode pixels with a method into a complete .mlimg file; returns (bytes, codec info)."""
+    codec = codecs.get(method)
+    opts = codec.validate_options(mode, options)
+    encoded = codec.encode(pixels, mode, opts)
+    if codec.needs_model and encoded.model is None:
+        raise ValueError(f"method {method!r} needs a model but its encoder returned none")
+    height, width = pixels.shape[:2]
+    header = container.FileHeader(width, height, mode, method, codec.version)
+    chunks = []
+    if encoded.model is not None:
+        chunks.append(("MODL", container.build_model_payload(*encoded.model)))
+    chunks.extend(metadata)
+    chunks.extend(encoded.chunks)
+    return container.build(header, chunks), dict(encoded.info)
+
+
+def _encode_within(pixels, mode, method, options, metadata, budget: int):
+    """Highest integer quality 1..100 whose whole file fits the byte budget (bisection)."""
+    codec = codecs.get(method)
+    if "quality" not in codec.options:
+        raise ValueError(f"method {method!r} has no quality option, so target_bpp=/max_bytes= cannot be used")
+    if "quality" in options:
+        raise ValueError("quality= cannot be combined with target_bpp=/max_bytes= (they choose it)")
+    results: dict[int, tuple[bytes, dict]] = {}
+
+    def at(quality: int) -> tuple[bytes, dict]:
+        if quality not in results:
+            results[quality] = encode_file(pixels, mode, method, {**options, "quality": quality}, metadata)
+        return results[quality]
+
+    lo, hi = 1, 100
+    if len(at(lo)[0]) > budget:
+        data, info = at(lo)
+        return data, info, {"quality": 1, "rate_note": f"even quality 1 needs {len(data)} bytes > budget {budget}"}
+    while lo < hi:  # invariant: at(lo) fits
+        mid = (lo + hi + 1) // 2
+        if len(at(mid)[0]) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    data, info = at(lo)
+    return data, info, {"quality": lo}
+
+
+def _save(im: Image.Image, fp, filename) -> None:
+    info = dict(im.encoderinfo)
+    method = info.pop("method", None) or DEFAULT_METHOD
+    codecs.get(method)  # ValueError naming the valid methods
+    budget_keys = {k: info.pop(k, None) for k in _RATE_KEYS}
+    for key in _PILLOW_KEYS:
+        info.pop(key, None)
+    metadata = _metadata_chunks(im, info)
+    converted = _to_supported_mode(im)
+    pixels = image_pixels(converted)
+    budget = _byte_budget(converted.width, converted.height, **budget_keys)
+    if budget is None:
+        data, codec_info = encode_file(pixels, converted.mode, method, info, metadata)
+        rate = {}
+    else:
+        data, codec_info, rate = _encode_within(pixels, converted.mode, method, info, metadata, budget)
+    fp.write(data)
+    # What the encoder decided (palette size, chosen quality...) is visible on the saved image.
+    im.info.update(codec_info)
+    im.info["mlimg_save"] = {
+        "method": method,
+        "bytes": len(data),
+        "bpp": 8 * len(data) / (converted.width * converted.height),
+        **rate,
+    }
+
+
+# ---------------------------------------------------------------- registration
+
+
+def register() -> None:
+    """Register the MLIMG format with Pillow; calling it again changes nothing."""
+    Image.register_open(FORMAT, MlimgImageFile, _accept)
+    Image.register_save(FORMAT, _save)
+    Image.register_extension(FORMAT, EXTENSION)
+    Image.register_mime(FORMAT, MIME)
+    Image.register_decoder(FORMAT, _MlimgDecoder)

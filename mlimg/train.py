@@ -1,0 +1,238 @@
+"""`mlimg train METHOD`: train a learned codec, checkpoint, resume, export weights.
+
+Example (the command recorded beside the shipped weights):
+    mlimg train cae --data ../shared/data/bsds500 --out runs/cae
+    mlimg train cae --export runs/cae          # -> mlimg/weights/cae-v1-<sha>.safetensors
+
+Checkpoints are safetensors (model + Adam moments) plus a JSON file with the
+step counter; the batch order is derived from (seed, step), so a resumed run
+continues the same sequence. No pickle anywhere.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("cae", "gmm")
+KODAK_EVAL = ("kodim01.png", "kodim08.png", "kodim23.png")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("method", choices=METHODS)
+    parser.add_argument("--data", default="../shared/data/bsds500", help="folder of training images")
+    parser.add_argument("--out", default=None, help="run folder for checkpoints and log (default runs/METHOD)")
+    parser.add_argument("--kodak", default="../shared/data/kodak", help="folder with Kodak PNGs for the periodic evaluation")
+    parser.add_argument("--steps", type=int, default=10**9, help="stop after this many steps")
+    parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--N", type=int, default=96, help="transform width")
+    parser.add_argument("--M", type=int, default=128, help="latent channels")
+    parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
+    parser.add_argument("--eval-every", type=int, default=2000, help="steps between Kodak evaluations")
+    parser.add_argument("--export", metavar="RUN", default=None,
+                        help="instead of training: export RUN's checkpoint to mlimg/weights and register it")
+
+
+def run(args) -> int:
+    if args.export:
+        from .nn import store
+
+        model_id = store.export_checkpoint(args.method, Path(args.export))
+        print(f"registered {model_id}")
+        return 0
+    return _train(args)
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_images(folder: Path) -> list[np.ndarray]:
+    from PIL import Image
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise SystemExit(f"no training images in {folder}")
+    return [np.asarray(Image.open(p).convert("RGB")) for p in files]
+
+
+def random_batch(images: list[np.ndarray], rng: np.random.Generator, crop: int, batch: int) -> np.ndarray:
+    """(batch, 3, crop, crop) float32 in [0, 1]: random image, random crop, random flips."""
+    out = np.empty((batch, crop, crop, 3), np.uint8)
+    for i in range(batch):
+        img = images[rng.integers(len(images))]
+        h, w = img.shape[:2]
+        y, x = rng.integers(h - crop + 1), rng.integers(w - crop + 1)
+        patch = img[y : y + crop, x : x + crop]
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        if rng.random() < 0.5:
+            patch = patch[::-1]
+        out[i] = patch
+    return out.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(run_dir: Path, model, opt, meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    names = dict(model.named_parameters())
+    for name, p in names.items():
+        state = opt.state.get(p)
+        if state:
+            tensors[f"adam.exp_avg.{name}"] = state["exp_avg"].contiguous().cpu()
+            tensors[f"adam.exp_avg_sq.{name}"] = state["exp_avg_sq"].contiguous().cpu()
+            meta["adam_step"] = int(state["step"])
+    tmp = run_dir / "checkpoint.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, run_dir / "checkpoint.safetensors")  # atomic: a kill never leaves half a checkpoint
+    (run_dir / "checkpoint.json.tmp").write_text(json.dumps(meta, indent=1))
+    os.replace(run_dir / "checkpoint.json.tmp", run_dir / "checkpoint.json")
+
+
+def load_checkpoint(run_dir: Path, model, opt, device) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    meta = json.loads((run_dir / "checkpoint.json").read_text())
+    tensors = load_file(str(run_dir / "checkpoint.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for name, p in model.named_parameters():
+        if f"adam.exp_avg.{name}" in tensors:
+            opt.state[p] = {
+                "step": torch.tensor(float(meta.get("adam_step", meta["step"]))),
+                "exp_avg": tensors[f"adam.exp_avg.{name}"].to(device),
+                "exp_avg_sq": tensors[f"adam.exp_avg_sq.{name}"].to(device),
+            }
+    return meta
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def kodak_eval(model, kodak: Path, device) -> str:
+    """Estimated bpp (from the prior) and PSNR on a few Kodak images at three rates."""
+    import torch
+    from PIL import Image
+
+    files = [kodak / f for f in KODAK_EVAL if (kodak / f).exists()]
+    if not files:
+        return "kodak: not found"
+    levels = model.log_gain.shape[0]
+    parts = []
+    model.eval()
+    with torch.no_grad():
+        for level in (0, levels // 2, levels - 1):
+            bpp, psnr = [], []
+            for f in files:
+                x = torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1)[None].float().div(255).to(device)
+                g, ig = model.gains(level)
+                y = torch.round(model.g_a(x) * g.view(1, -1, 1, 1))
+                bits = -torch.log2(model.prior.likelihood(y)).sum().item()
+                x_hat = model.g_s(y * ig.view(1, -1, 1, 1)).clamp(0, 1)
+                mse = torch.mean((torch.round(x_hat * 255) - x * 255) ** 2).item()
+                bpp.append(bits / (x.shape[2] * x.shape[3]))
+                psnr.append(10 * math.log10(255**2 / max(mse, 1e-10)))
+            parts.append(f"L{level}: {np.mean(bpp):.3f} bpp {np.mean(psnr):.2f} dB")
+    model.train()
+    return f"kodak({len(files)} imgs) " + " | ".join(parts)
+
+
+# ---------------------------------------------------------------- training loop
+
+
+def _build(args):
+    from .nn.models import CAE
+
+    if args.method == "cae":
+        return CAE(args.N, args.M)
+    raise SystemExit(f"training {args.method!r} is not implemented yet")
+
+
+def _train(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    run_dir = Path(args.out or f"runs/{args.method}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(run_dir / "train.log", "a", buffering=1)
+
+    def say(msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
+        log.write(line + "\n")
+        tqdm.write(line)
+
+    torch.manual_seed(args.seed)
+    model = _build(args).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    step, command = 0, " ".join(["mlimg", "train"] + sys.argv[sys.argv.index(args.method):]) if args.method in sys.argv else ""
+    if (run_dir / "checkpoint.json").exists():
+        meta = load_checkpoint(run_dir, model, opt, device)
+        step = meta["step"]
+        say(f"resumed from step {step}")
+        command = meta.get("command", command)
+    else:
+        say(f"new run: {command} device={device}")
+    config = dict(model.config, crop=args.crop, batch=args.batch, lr=args.lr, seed=args.seed, data=args.data)
+    lambdas = model.config["lambdas"]
+
+    images = load_images(Path(args.data))
+    say(f"{len(images)} training images, {sum(p.numel() for p in model.parameters())} parameters")
+    last_ckpt = time.time()
+    running = {"loss": 0.0, "bpp": 0.0, "mse": 0.0}
+    seen = 0  # steps since this process started: bias-corrects the running averages
+    bar = tqdm(total=args.steps if args.steps < 10**9 else None, initial=step, mininterval=30, file=sys.stderr)
+    model.train()
+    while step < args.steps:
+        rng = np.random.default_rng([args.seed, step])  # batch order is a pure function of (seed, step)
+        torch.manual_seed(args.seed * 1_000_003 + step)
+        level = int(rng.integers(len(lambdas)))
+        x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch)).to(device)
+        x_hat, likelihoods = model(x, level)
+        bpp = -torch.log2(likelihoods).sum() / (x.shape[0] * x.shape[2] * x.shape[3])
+        mse = torch.mean((x_hat - x) ** 2)
+        loss = lambdas[level] * 255**2 * mse + bpp
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        seen += 1
+        w = max(0.01, 1.0 / seen)
+        for k, v in (("loss", loss.item()), ("bpp", bpp.item()), ("mse", mse.item())):
+            running[k] = (1 - w) * running[k] + w * v
+        bar.update(1)
+        bar.set_postfix(loss=f"{running['loss']:.3f}", bpp=f"{running['bpp']:.3f}",
+                        psnr=f"{10 * math.log10(1 / max(running['mse'], 1e-10)):.2f}")
+        if step % 200 == 0:
+            say(f"step {step} loss {running['loss']:.4f} bpp {running['bpp']:.4f} "
+                f"psnr {10 * math.log10(1 / max(running['mse'], 1e-10)):.2f} (running, all levels)")
+        if step % args.eval_every == 0:
+            say(f"step {step} {kodak_eval(model, Path(args.kodak), device)}")
+        if time.time() - last_ckpt > args.checkpoint_every or step == args.steps:
+            save_checkpoint(run_dir, model, opt, {"step": step, "config": config, "command": command})
+            last_ckpt = time.time()
+            say(f"checkpoint at step {step}")
+    bar.close()
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(prog="mlimg train")
+    add_arguments(p)
+    raise SystemExit(run(p.parse_args()))

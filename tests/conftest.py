@@ -1,0 +1,34 @@
+"""Shared test helpers: tiny synthetic images and a hypothesis profile for a slow shared machine."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+# Timing deadlines are meaningless on two shared cores; each test still sets its own max_examples.
+settings.register_profile("mlimg", deadline=None)
+settings.load_profile("mlimg")
+
+MODES = ("L", "RGB", "RGBA", "I;16")
+_SHAPES = {"L": (), "RGB": (3,), "RGBA": (4,), "I;16": ()}
+
+
+def random_pixels(mode: str, width: int = 7, height: int = 5, seed: int = 0) -> np.ndarray:
+    """A deterministic noise image in the codec pixel convention for `mode`."""
+    rng = np.random.default_rng(seed)
+    if mode == "I;16":
+        return rng.integers(0, 1 << 16, (height, width), dtype=np.uint16)
+    return rng.integers(0, 256, (height, width, *_SHAPES[mode]), dtype=np.uint8)
+
+
+def random_image(mode: str, width: int = 7, height: int = 5, seed: int = 0):
+    from PIL import Image
+
+    image = Image.fromarray(random_pixels(mode, width, height, seed))
+    assert image.mode == mode
+    return image
+
+
+@pytest.fixture(params=MODES)
+def mode(request) -> str:
+    return request.param
