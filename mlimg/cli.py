@@ -58,39 +58,54 @@ def parse_options(pairs: Sequence[str] | None) -> dict[str, Any]:
 
 
 def describe_file(path: str) -> dict[str, Any]:
-    """Everything `mlimg info` prints, as a dict (no pixel decoding)."""
-    from PIL import Image
+    """Everything `mlimg info` prints, as a dict, without decoding pixels.
 
-    import mlimg  # noqa: F401  (registers the format)
-
-    from .container import check_signature
+    Container errors (bad signature, CRC, framing) raise; problems only a decoder of the
+    method would have (unknown method, unknown critical chunk, missing MODL) are reported
+    under "problem" so the header and chunk list can still be shown.
+    """
+    from . import container, plugin
 
     with open(path, "rb") as fp:
-        total = len(fp.read())
-        fp.seek(0)
-        try:
-            check_signature(fp.read(8))
-        except SyntaxError as exc:
-            raise SyntaxError(f"{path}: {exc}") from None
-    with Image.open(path, formats=["MLIMG"]) as im:
-        info = dict(im.info)
-        width, height, mode = im.width, im.height, im.mode
-    facts = {
+        data = fp.read()
+    try:
+        parsed = container.parse(data, allow_truncated=True)
+    except SyntaxError as exc:
+        raise SyntaxError(f"{path}: {exc}") from None
+    header = parsed.header
+    facts: dict[str, Any] = {
         "file": path,
-        "format_version": info.pop("format_version"),
-        "width": width,
-        "height": height,
-        "mode": mode,
-        "method": info.pop("method"),
-        "method_version": info.pop("method_version"),
-        "chunks": [{"type": t, "length": n} for t, n in info.pop("chunks")],
-        "bytes": total,
-        "bpp": 8 * total / (width * height),
+        "format_version": header.version_string,
+        "width": header.width,
+        "height": header.height,
+        "mode": header.mode,
+        "method": header.method,
+        "method_version": header.method_version,
+        "chunks": [{"type": "MHDR", "length": len(container.build_header_payload(header))}]
+        + [{"type": c.type, "length": len(c.data)} for c in parsed.chunks]
+        + ([] if parsed.truncated else [{"type": "MEND", "length": 0}]),
+        "bytes": len(data),
+        "bpp": 8 * len(data) / (header.width * header.height),
     }
-    for key in ("exif", "icc_profile", "xmp"):
-        if key in info:
-            facts[key + "_bytes"] = len(info.pop(key))
-    facts["method_facts"] = {k: v for k, v in info.items() if _jsonable(v)}
+    if parsed.truncated:
+        facts["truncated"] = parsed.truncated
+    try:
+        codec = plugin.codec_for(header)
+        roles = plugin.sort_chunks(header, parsed.chunks, codec)
+    except OSError as exc:
+        facts["problem"] = str(exc)
+        return facts
+    for key, value in roles.metadata.items():
+        facts[key + "_bytes"] = len(value)
+    if roles.model is not None:
+        facts["model_id"], facts["model_sha256"] = roles.model[0], roles.model[1].hex()
+    if roles.skipped:
+        facts["skipped_chunks"] = roles.skipped
+    try:
+        method_facts = codec.describe(plugin.to_codec_header(header), roles.codec_chunks)
+    except Exception as exc:  # noqa: BLE001 - a codec's describe() failing on corrupt chunks
+        method_facts, facts["problem"] = {}, f"method {header.method!r}: {type(exc).__name__}: {exc}"
+    facts["method_facts"] = {k: v for k, v in method_facts.items() if _jsonable(v)}
     return facts
 
 
@@ -105,6 +120,8 @@ def _jsonable(value: Any) -> bool:
 def _print_info(facts: dict[str, Any]) -> None:
     print(f"{facts['file']}: mlimg {facts['format_version']}, {facts['width']}x{facts['height']} {facts['mode']}")
     print(f"  method:  {facts['method']} (version {facts['method_version']})")
+    if "model_id" in facts:
+        print(f"  model:   {facts['model_id']} (sha256 {facts['model_sha256']})")
     print(f"  size:    {facts['bytes']} bytes, {facts['bpp']:.4f} bpp")
     for key in ("exif_bytes", "icc_profile_bytes", "xmp_bytes"):
         if key in facts:
@@ -112,18 +129,25 @@ def _print_info(facts: dict[str, Any]) -> None:
     print("  chunks:")
     for chunk in facts["chunks"]:
         print(f"    {chunk['type']}  {chunk['length']:>10} bytes")
-    for key, value in facts["method_facts"].items():
+    for key, value in facts.get("method_facts", {}).items():
         print(f"  {key}: {value}")
+    for key in ("skipped_chunks", "truncated", "problem"):
+        if key in facts:
+            print(f"  {key.replace('_', ' ')}: {facts[key]}")
 
 
 def cmd_info(args) -> int:
+    """Describe each file; exit 1 if any could not be decoded (truncated, unknown method, ...)."""
+    status = EXIT_OK
     for path in args.files:
         facts = describe_file(path)
         if args.json:
             print(json.dumps(facts))
         else:
             _print_info(facts)
-    return EXIT_OK
+        if "problem" in facts or "truncated" in facts:
+            status = EXIT_BAD_FILE
+    return status
 
 
 # ---------------------------------------------------------------- encode / decode

@@ -79,10 +79,17 @@ def ms_ssim(reference, distorted, data_range: float = 255.0) -> float:
     import torch  # local import: keeps `import mlimg` light
     from pytorch_msssim import ms_ssim as _ms_ssim
 
-    with torch.no_grad():
-        x = torch.from_numpy(_to_nchw(a))
-        y = torch.from_numpy(_to_nchw(b))
-        return float(_ms_ssim(x, y, data_range=data_range, size_average=True))
+    # One thread: on a shared or busy machine torch's thread pool makes these small
+    # convolutions several times slower, not faster. The caller's setting is restored.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            x = torch.from_numpy(_to_nchw(a))
+            y = torch.from_numpy(_to_nchw(b))
+            return float(_ms_ssim(x, y, data_range=data_range, size_average=True))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def ms_ssim_db(value: float) -> float:

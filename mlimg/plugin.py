@@ -53,6 +53,11 @@ class ChunkRoles:
     skipped: list[str] = field(default_factory=list)  # unknown ancillary chunk types
 
 
+def to_codec_header(header: container.FileHeader) -> Header:
+    """The part of MHDR a codec sees."""
+    return Header(header.width, header.height, header.mode, header.method, header.method_version)
+
+
 def codec_for(header: container.FileHeader) -> Codec:
     """The codec that decodes this file; OSError if this decoder cannot."""
     if header.method not in codecs.names():
@@ -156,12 +161,12 @@ class MlimgImageFile(ImageFile.ImageFile):
 
     @staticmethod
     def _describe(header, chunks, roles, codec, truncated) -> dict[str, Any]:
-        codec_header = Header(header.width, header.height, header.mode, header.method, header.method_version)
+        codec_header = to_codec_header(header)
         info: dict[str, Any] = {}
         try:
             info.update(codec.describe(codec_header, roles.codec_chunks))
-        except (OSError, ValueError):
-            pass  # describe is best effort; decoding reports real problems
+        except Exception:  # noqa: BLE001 - describe is best effort; load() reports real problems
+            pass
         info.update(
             method=header.method,
             method_version=header.method_version,
@@ -195,7 +200,7 @@ class MlimgImageFile(ImageFile.ImageFile):
             opts["model"] = self._roles.model
         if self._truncated and (accepted is None or "truncated" in accepted):
             opts["truncated"] = True
-        codec_header = Header(header.width, header.height, header.mode, header.method, header.method_version)
+        codec_header = to_codec_header(header)
         try:
             pixels = codec.decode(codec_header, list(self._roles.codec_chunks), **opts)
         except (OSError, ValueError, MemoryError):
@@ -266,14 +271,15 @@ def _metadata_chunks(im: Image.Image, info: dict[str, Any]) -> list[tuple[str, b
     values = {"exif": exif, "icc_profile": icc, "xmp": xmp}
     out = []
     for key, value in values.items():
-        if value is None or value == b"":
+        if value is None:
             continue
         if not isinstance(value, (bytes, bytearray)):
             raise ValueError(f"{key}= must be bytes" + (" or Image.Exif" if key == "exif" else ""))
         value = bytes(value)
         if key == "exif" and value.startswith(b"Exif\x00\x00"):
             value = value[6:]  # stored as the bare TIFF structure, like PNG's eXIf
-        out.append((container.METADATA_CHUNKS[key], value))
+        if value:  # the spec forbids empty metadata chunks
+            out.append((container.METADATA_CHUNKS[key], value))
     return out
 
 

@@ -34,8 +34,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--N", type=int, default=96, help="transform width")
-    parser.add_argument("--M", type=int, default=128, help="latent channels")
+    parser.add_argument("--N", type=int, default=None, help="transform width (cae 96, gmm 64)")
+    parser.add_argument("--M", type=int, default=None, help="latent channels (cae 128, gmm 96)")
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     parser.add_argument("--eval-every", type=int, default=2000, help="steps between Kodak evaluations")
     parser.add_argument("--export", metavar="RUN", default=None,
@@ -137,10 +137,11 @@ def kodak_eval(model, kodak: Path, device) -> str:
             bpp, psnr = [], []
             for f in files:
                 x = torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1)[None].float().div(255).to(device)
-                g, ig = model.gains(level)
-                y = torch.round(model.g_a(x) * g.view(1, -1, 1, 1))
-                bits = -torch.log2(model.prior.likelihood(y)).sum().item()
-                x_hat = model.g_s(y * ig.view(1, -1, 1, 1)).clamp(0, 1)
+                h, w = x.shape[2:]
+                x = torch.nn.functional.pad(x, (0, -w % 64, 0, -h % 64), mode="replicate")
+                bits, x_hat = model.estimate(x, level)
+                bits, x_hat = bits.item(), x_hat[..., :h, :w].clamp(0, 1)
+                x = x[..., :h, :w]
                 mse = torch.mean((torch.round(x_hat * 255) - x * 255) ** 2).item()
                 bpp.append(bits / (x.shape[2] * x.shape[3]))
                 psnr.append(10 * math.log10(255**2 / max(mse, 1e-10)))
@@ -153,11 +154,11 @@ def kodak_eval(model, kodak: Path, device) -> str:
 
 
 def _build(args):
-    from .nn.models import CAE
+    from .nn.models import CAE, GMM
 
     if args.method == "cae":
-        return CAE(args.N, args.M)
-    raise SystemExit(f"training {args.method!r} is not implemented yet")
+        return CAE(args.N or 96, args.M or 128)
+    return GMM(args.N or 64, args.M or 96)
 
 
 def _train(args) -> int:
@@ -176,15 +177,24 @@ def _train(args) -> int:
         tqdm.write(line)
 
     torch.manual_seed(args.seed)
-    model = _build(args).to(device)
+    if (run_dir / "checkpoint.json").exists():  # a resumed run keeps its architecture
+        from .nn.models import build
+
+        saved = json.loads((run_dir / "checkpoint.json").read_text())["config"]
+        model = build({k: v for k, v in saved.items() if k in ("arch", "N", "M", "K", "lambdas")}).to(device)
+    else:
+        model = _build(args).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, command = 0, " ".join(["mlimg", "train"] + sys.argv[sys.argv.index(args.method):]) if args.method in sys.argv else ""
     if (run_dir / "checkpoint.json").exists():
         meta = load_checkpoint(run_dir, model, opt, device)
         step = meta["step"]
-        say(f"resumed from step {step}")
+        say(f"resumed from step {step}: {command}")
+        resumes = meta.get("resumes", []) + [{"step": step, "command": command}]
         command = meta.get("command", command)
     else:
+        resumes = []
+    if not step:
         say(f"new run: {command} device={device}")
     config = dict(model.config, crop=args.crop, batch=args.batch, lr=args.lr, seed=args.seed, data=args.data)
     lambdas = model.config["lambdas"]
@@ -223,7 +233,7 @@ def _train(args) -> int:
         if step % args.eval_every == 0:
             say(f"step {step} {kodak_eval(model, Path(args.kodak), device)}")
         if time.time() - last_ckpt > args.checkpoint_every or step == args.steps:
-            save_checkpoint(run_dir, model, opt, {"step": step, "config": config, "command": command})
+            save_checkpoint(run_dir, model, opt, {"step": step, "config": config, "command": command, "resumes": resumes})
             last_ckpt = time.time()
             say(f"checkpoint at step {step}")
     bar.close()

@@ -62,6 +62,21 @@ def test_bad_input_files_exit_1(capsys, tmp_path, png):
     assert code == 1 and "truncated" in err
 
 
+def test_info_reports_undecodable_files(capsys, tmp_path):
+    from mlimg import container
+
+    truncated = tmp_path / "t.mlimg"
+    truncated.write_bytes(container.build(container.FileHeader(2, 1, "L", "raw"), [("RAWD", b"ab")])[:-12])
+    code, out, _ = run(capsys, "info", truncated)
+    assert code == 1 and "truncated: file ends" in out and "RAWD" in out
+    unknown = tmp_path / "u.mlimg"
+    unknown.write_bytes(container.build(container.FileHeader(2, 1, "L", "future-method", 3), [("FUTR", b"x")]))
+    code, out, _ = run(capsys, "info", "--json", unknown)
+    facts = json.loads(out)
+    assert code == 1 and facts["method"] == "future-method" and "unknown method" in facts["problem"]
+    assert [c["type"] for c in facts["chunks"]] == ["MHDR", "FUTR", "MEND"]
+
+
 def test_usage_errors_exit_2(capsys, tmp_path, png):
     out_path = tmp_path / "a.mlimg"
     code, _, err = run(capsys, "encode", png, out_path, "--method", "nope")

@@ -75,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auc-range", type=_window, default=(0.25, 1.0), metavar="LO,HI",
                         help="bpp window of the RD-curve AUC (default 0.25,1.0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         bd_mode=args.bd,
         auc_window=args.auc_range,
         progress=not args.no_progress,
+        plots=not args.no_plots,
         command=getattr(args, "command_line", None) or _command_from_argv(),
     )
     try:

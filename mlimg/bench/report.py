@@ -233,6 +233,7 @@ def render(
     ]
     if lossy:
         out += ["", "## Rate–distortion (averaged over images)", "", rd_table(lossy, info)]
+        out += ["", "![PSNR vs bpp](rd_psnr.png) ![MS-SSIM vs bpp](rd_msssim.png)"]
         bd_anchors = anchors + [published[k] for k in published_bd]
         if bd_anchors:
             out += ["", f"## BD-rate / BD-PSNR (PSNR-RGB, {info.bd_mode})", "", bd_table(lossy, bd_anchors, info.bd_mode)]

@@ -97,19 +97,21 @@ class PillowAnchor(Subject):
 
 
 class Jpeg2000Anchor(PillowAnchor):
-    """OpenJPEG through Pillow, 9/7 wavelet, swept by target bpp (Pillow's 'rates' mode)."""
+    """OpenJPEG through Pillow: 9/7 wavelet, RGB->YCbCr transform (mct=1), swept by target bpp."""
 
     def __init__(self):
         bpps = (0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
         super().__init__(
-            "jpeg2000", "JPEG 2000 (Pillow/OpenJPEG, 9/7)", "JPEG2000",
+            "jpeg2000", "JPEG 2000 (Pillow/OpenJPEG, 9/7, YCbCr)", "JPEG2000",
             [{"bpp": b} for b in bpps], feature="jpg_2000",
         )
 
     def encode(self, im, params):
         # OpenJPEG's rate is the ratio to the raw size (8 bits per sample).
         ratio = 8.0 * len(im.getbands()) / params["bpp"]
-        return _pillow_bytes(im, "JPEG2000", quality_mode="rates", quality_layers=[ratio], irreversible=True)
+        # mct=1: without the colour transform Pillow codes R, G, B separately (~4 dB worse at 1 bpp).
+        mct = 1 if im.mode == "RGB" else 0
+        return _pillow_bytes(im, "JPEG2000", quality_mode="rates", quality_layers=[ratio], irreversible=True, mct=mct)
 
 
 class PaletteAnchor(Subject):

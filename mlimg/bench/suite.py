@@ -35,6 +35,7 @@ class Settings:
     bd_mode: str = "cubic"
     auc_window: tuple[float, float] = (0.25, 1.0)
     progress: bool = True
+    plots: bool = True
     command: str = "mlimg bench"
 
 
@@ -57,23 +58,28 @@ def choose_subjects(settings: Settings) -> tuple[list[str], dict[str, str]]:
     methods = subjects.method_names() if settings.methods is None else list(settings.methods)
     _check_names("methods", methods, subjects.method_names())
     explicit = settings.anchors is not None
-    anchors = list(settings.anchors) if explicit else list(subjects.DEFAULT_ANCHORS)
+    anchors = list(settings.anchors) if explicit else []
     _check_names("anchors", anchors, subjects.anchor_names())
     skipped: dict[str, str] = {}
     runnable: list[str] = []
+    loaded = []
     for name in methods:
         try:
-            subject = subjects.build(name)
+            loaded.append(subjects.build(name))
         except Exception as exc:  # a broken method module must not stop the benchmark
             skipped[name] = f"cannot load: {type(exc).__name__}: {exc}"
             continue
         runnable.append(name)
-        if not explicit:
-            # Methods bring the anchors they are judged against.
-            if subject.lossless:
-                anchors += [a for a in subjects.LOSSLESS_ANCHORS if a not in anchors]
-            elif any(subjects.palette_size(p) for p in subject.points) and subjects.PALETTE_ANCHOR not in anchors:
-                anchors.append(subjects.PALETTE_ANCHOR)
+    if not explicit:
+        # Methods bring the anchors they are judged against; with no methods, the lossy set.
+        wanted = []
+        if not methods or any(not s.lossless for s in loaded):
+            wanted += subjects.DEFAULT_ANCHORS
+        if any(not s.lossless and any(subjects.palette_size(p) for p in s.points) for s in loaded):
+            wanted.append(subjects.PALETTE_ANCHOR)
+        if any(s.lossless for s in loaded):
+            wanted += subjects.LOSSLESS_ANCHORS
+        anchors = list(dict.fromkeys(wanted))
     for name in anchors:
         why = subjects.build(name).unavailable()
         if why:
@@ -180,11 +186,12 @@ def run(settings: Settings) -> Result:
         seconds=time.perf_counter() - started,
     )
     summary = render(info, curves, published, published_curves.bd_keys(published), rows, points, reports)
-    files = write_outputs(Path(settings.out), summary, curves, rows, published, info)
+    files = write_outputs(Path(settings.out), summary, curves, rows, published, info, settings.plots)
     return Result(summary, curves, rows, files)
 
 
-def write_outputs(out: Path, summary: str, curves: dict[str, Curve], rows, published, info: RunInfo) -> list[Path]:
+def write_outputs(out: Path, summary: str, curves: dict[str, Curve], rows, published, info: RunInfo,
+                  plots: bool = True) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = []
     description = f"mlimg bench on {len(info.image_names)} image(s) from {info.image_source}"
@@ -199,6 +206,8 @@ def write_outputs(out: Path, summary: str, curves: dict[str, Curve], rows, publi
     summary_path.write_text(summary)
     files += [rows_path, summary_path]
     lossy = [c for c in curves.values() if not c.lossless and c.params]
+    if not plots or not lossy:
+        return files
     title = f"{len(info.image_names)} image(s) from {Path(info.image_source).name}"
     for metric, filename in (("psnr", "rd_psnr.png"), ("ms_ssim", "rd_msssim.png")):
         if rd_plot(out / filename, lossy, list(published.values()), metric, title):

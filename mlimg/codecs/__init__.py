@@ -16,6 +16,8 @@ _REGISTRY = {
     "kmeans": "mlimg.codecs.kmeans:KMeansCodec",
     "vq": "mlimg.codecs.vq:VQCodec",
     "pca": "mlimg.codecs.pca:PCACodec",
+    "lossless": "mlimg.codecs.lossless:LosslessCodec",
+    "rnn": "mlimg.codecs.rnn:RnnCodec",
 }
 
 _cache: dict[str, Codec] = {}

@@ -100,7 +100,7 @@ class StreamEncoder:
 
     def encode(self, symbols, probs) -> None:
         symbols = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
-        if symbols.size:
+        if symbols.size and len(probs) > 1:  # a one-symbol alphabet carries no information
             model = self._cs.stream.model.Categorical(np.asarray(probs, np.float64), perfect=False)
             self._enc.encode(symbols, model)
 
@@ -120,8 +120,8 @@ class StreamDecoder:
         self._dec = constriction.stream.queue.RangeDecoder(words)
 
     def decode(self, probs, count: int) -> np.ndarray:
-        if count == 0:
-            return np.zeros(0, np.int64)
+        if count == 0 or len(probs) == 1:
+            return np.zeros(int(count), np.int64)
         try:
             model = self._cs.stream.model.Categorical(np.asarray(probs, np.float64), perfect=False)
             return np.asarray(self._dec.decode(model, int(count)), dtype=np.int64)
@@ -297,7 +297,11 @@ def _predict_kernel():
 
 
 def encode_indexmap(imap, vectors) -> bytes:
-    """Code an (H, W) map of indices 0..K-1; vectors (K, D) integers define similarity."""
+    """Code an (H, W) map of indices 0..K-1; vectors (K, D) integers define similarity.
+
+    Tries per-scale tables (6 pass groups) and one shared group, keeps the smaller:
+    small maps cannot pay for many tables.
+    """
     imap = np.asarray(imap, dtype=np.int64)
     k = len(vectors)
     if not 1 <= k <= MAX_INDICES:
@@ -307,18 +311,25 @@ def encode_indexmap(imap, vectors) -> bytes:
     height, width = imap.shape
     order, rank = rank_tables(vectors)
     vecs = np.ascontiguousarray(vectors, dtype=np.int64)
-    edges = rank_bins(k)
-    groups = []  # (group, ctx, symbols) in coding order
-    counts = np.zeros((N_GROUPS, N_CONTEXTS, len(edges) - 1), dtype=np.int64)
+    runs = []  # (group, ctx, symbols) in coding order
     for group, (y, x), nbrs in _passes(height, width):
         pred, ctx = _predict(imap, nbrs, rank, vecs)
         sym = rank[pred, imap[y, x].ravel()]
         for c in range(N_CONTEXTS):
             s = sym[ctx == c]
             if s.size:
-                groups.append((group, c, s))
-                counts[group, c] += np.bincount(np.searchsorted(edges, s, side="right") - 1, minlength=len(edges) - 1)
-    out = bytearray()
+                runs.append((group, c, s))
+    first = imap[0, 0] if imap.size else None
+    return min((_write(runs, first, k, shared) for shared in (False, True)), key=len)
+
+
+def _write(runs, first, k: int, shared: bool) -> bytes:
+    edges = rank_bins(k)
+    n_groups = 1 if shared else N_GROUPS
+    counts = np.zeros((n_groups, N_CONTEXTS, len(edges) - 1), dtype=np.int64)
+    for group, c, s in runs:
+        counts[0 if shared else group, c] += np.bincount(np.searchsorted(edges, s, side="right") - 1, minlength=len(edges) - 1)
+    out = bytearray([n_groups])
     for row in counts.reshape(-1, counts.shape[-1]):
         nz = np.flatnonzero(row)
         used = int(nz[-1]) + 1 if nz.size else 0
@@ -326,10 +337,10 @@ def encode_indexmap(imap, vectors) -> bytes:
         for v in row[:used]:
             put_varint(out, int(v))
     enc = StreamEncoder()
-    if imap.size:
-        enc.encode([imap[0, 0]], np.full(k, 1.0 / k))
-    for group, c, s in groups:
-        enc.encode(s, _bin_probs(counts[group, c], edges))
+    if first is not None:
+        enc.encode([first], np.full(k, 1.0 / k))
+    for group, c, s in runs:
+        enc.encode(s, _bin_probs(counts[0 if shared else group, c], edges))
     return bytes(out) + enc.bytes()
 
 
@@ -341,8 +352,11 @@ def decode_indexmap(payload: bytes, height: int, width: int, vectors, chunk: str
     r = Reader(payload, chunk)
     edges = rank_bins(k)
     nbins = len(edges) - 1
+    n_groups = r.u8()
+    if n_groups not in (1, N_GROUPS):
+        raise r.fail(f"table group count {n_groups}, expected 1 or {N_GROUPS}")
     probs = {}
-    for g in range(N_GROUPS):
+    for g in range(n_groups):
         for c in range(N_CONTEXTS):
             used = r.varint(nbins)
             row = np.zeros(nbins, dtype=np.int64)
@@ -363,6 +377,6 @@ def decode_indexmap(payload: bytes, height: int, width: int, vectors, chunk: str
             where = ctx == c
             n = int(np.count_nonzero(where))
             if n:
-                sym[where] = dec.decode(probs[group, c], n)
+                sym[where] = dec.decode(probs[group % n_groups, c], n)
         imap[y, x] = order[pred, sym].reshape(np.shape(y))
     return imap

@@ -23,7 +23,7 @@ _LAYOUT = {  # mode -> (bits per sample, coding order of the source channels)
     "RGBA": (8, (1, 0, 2, 3)),
 }
 _HEAD = struct.Struct("<BBB")  # format version, plane count, bits per sample
-_CRC = struct.Struct("<I")
+_CHECK = struct.Struct("<III")  # CRC-32 of the pixels, token stream bytes, raw bit stream bytes
 _CHUNKS = ("LLHD", "LLTK", "LLRB")
 
 
@@ -44,7 +44,7 @@ def _encode_stack(pixels: np.ndarray, bits: int, order) -> tuple[bytes, bytes, b
 
     height, width = pixels.shape[:2]
     params, tokens, raw = encode_planes(_as_planes(pixels, order), bits, height, width)
-    head = _HEAD.pack(FORMAT_VERSION, len(order), bits) + bytes(order) + _CRC.pack(_pixel_crc(pixels))
+    head = _HEAD.pack(FORMAT_VERSION, len(order), bits) + bytes(order) + _CHECK.pack(_pixel_crc(pixels), len(tokens), len(raw))
     return head + params, tokens, raw
 
 
@@ -52,7 +52,7 @@ def _decode_stack(head: bytes, tokens: bytes, raw: bytes, height: int, width: in
     """Rebuild the pixel array (H, W) or (H, W, C); CodecError names `chunk` when the header is wrong."""
     from .lossless_coder import VarintReader, decode_planes
 
-    fixed = _HEAD.size + len(order) + _CRC.size
+    fixed = _HEAD.size + len(order) + _CHECK.size
     if len(head) < fixed:
         raise CodecError(f"chunk {chunk!r}: {len(head)} bytes, too short for the lossless header")
     version, n_planes, got_bits = _HEAD.unpack_from(head)
@@ -60,7 +60,11 @@ def _decode_stack(head: bytes, tokens: bytes, raw: bytes, height: int, width: in
         raise CodecError(f"chunk {chunk!r}: unknown lossless format version {version}")
     if n_planes != len(order) or got_bits != bits or tuple(head[_HEAD.size : _HEAD.size + n_planes]) != tuple(order):
         raise CodecError(f"chunk {chunk!r}: planes/bit depth/channel order do not match the image mode")
-    (crc,) = _CRC.unpack_from(head, _HEAD.size + n_planes)
+    crc, n_tokens, n_raw = _CHECK.unpack_from(head, _HEAD.size + n_planes)
+    if (n_tokens, n_raw) != (len(tokens), len(raw)):
+        raise CodecError(
+            f"chunks 'LLTK'/'LLRB': {len(tokens)}/{len(raw)} bytes, {chunk!r} says {n_tokens}/{n_raw} (truncated or damaged)"
+        )
     params = VarintReader(head, fixed)
     try:
         planes = decode_planes(n_planes, bits, height, width, params, tokens, raw)

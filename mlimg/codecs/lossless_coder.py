@@ -104,15 +104,18 @@ def _encode_planes(planes, bits, height, width):
                 pred = _base_prediction(p, planes[c], bits)
                 classes = np.full(p.size, ncls - 1, np.int64)
             else:
-                n0, feats = model.predictor_features(p, c, planes)
+                rows = model.fit_rows(p)
+                n0, feats = model.predictor_features(p, c, planes, rows)
                 act = model.texture(p, c, planes)
                 thr = model.fit_thresholds(act, model.predictor_groups(p))
                 groups = model.groups_from_texture(act, thr)
-                w = np.stack([model.fit_predictor(n0[groups == g], feats[groups == g], actual[groups == g]) for g in range(thr.size + 1)])
+                sub_groups, sub_actual = groups[rows], actual[rows]
+                w = np.stack([model.fit_predictor(n0[sub_groups == g], feats[sub_groups == g], sub_actual[sub_groups == g])
+                              for g in range(thr.size + 1)])
                 pred = model.predict(p, c, planes, w, groups, bits)
                 params += [thr, w.ravel()]
                 sfeats = model.scale_features(p, c, planes, errors, pred)
-                s = model.fit_scale(sfeats, np.abs(wrap(actual - pred, bits)))
+                s = model.fit_scale(sfeats[rows], np.abs(wrap(actual[rows] - pred[rows], bits)))
                 classes = model.classes_from_scale(sfeats, s, bits)
                 params.append(s)
             residual = wrap(actual - pred, bits)
@@ -150,4 +153,5 @@ def decode_planes(n_planes: int, bits: int, height: int, width: int, params: Var
             else:
                 planes[c][p.flat] = (pred + residual) & ((1 << bits) - 1)
             errors[c][p.flat] = np.abs(residual)
+    bit_reader.check_end()
     return list(planes)

@@ -59,27 +59,39 @@ def texture(values, plane, flat, nbrs, near):
 
 @numba.njit(cache=True, nogil=True)
 def scale_features(values, errors, plane, flat, nbrs, near, pred):
-    """Activity features whose blend estimates |residual|; the constant 1 last."""
+    """Activity features whose blend estimates |residual|; the constant 1 last.
+
+    plane 0: spread of the near neighbours around the prediction, their |residual|s,
+    the |residual|s of the far neighbours; later planes add, for the earlier planes,
+    |residual| at the pixel, their spread around the pixel and their near |residual|s.
+    """
     n = flat.size
-    width = 5 if plane > 0 else 3
+    width = 7 if plane > 0 else 4
     out = np.empty((n, width), np.int64)
     for i in range(n):
         spread = np.int64(0)
         nerr = np.int64(0)
+        ferr = np.int64(0)
         for k in range(near):
             spread += abs(values[plane, nbrs[i, k]] - pred[i])
             nerr += errors[plane, nbrs[i, k]]
+        for k in range(near, nbrs.shape[1]):
+            ferr += errors[plane, nbrs[i, k]]
         out[i, 0] = spread
         out[i, 1] = nerr
+        out[i, 2] = ferr
         if plane > 0:
             cerr = np.int64(0)
             grad = np.int64(0)
+            cnerr = np.int64(0)
             for e in range(plane):
                 cerr += errors[e, flat[i]]
                 centre = values[e, flat[i]]
                 for k in range(near):
                     grad += abs(values[e, nbrs[i, k]] - centre)
-            out[i, 2] = cerr
-            out[i, 3] = grad
+                    cnerr += errors[e, nbrs[i, k]]
+            out[i, 3] = cerr
+            out[i, 4] = grad
+            out[i, 5] = cnerr
         out[i, width - 1] = 1
     return out

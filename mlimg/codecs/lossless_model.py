@@ -23,16 +23,18 @@ def kernels():
 
 PRED_FRAC = 12
 SCALE_FRAC = 8
-FULL_MIN = 2048  # passes with fewer pixels use the near neighbours only (fewer weights to store)
+FULL_MIN = 512  # passes with fewer pixels use the near neighbours only (fewer weights to store)
 WEIGHT_LIMIT = 1 << 30
+CLASS_BITS = 1  # context classes per octave of the scale estimate: 2**CLASS_BITS
 GROUPS = 4  # texture groups with their own predictor in large passes
 GROUP_MIN = 16384
-SCALE_FEATURES_FIRST = 3  # spread, neighbour residuals, constant
-SCALE_FEATURES_LATER = 5  # + residuals and gradients of earlier planes
+FIT_ROWS = 1 << 15  # the encoder fits each pass on at most about this many pixels
+SCALE_FEATURES_FIRST = 4  # see kernels.scale_features
+SCALE_FEATURES_LATER = 7
 
 
 def n_classes(bits: int) -> int:
-    return 2 * bits + 8
+    return (bits + 4) << CLASS_BITS
 
 
 def _uses_full(p: Pass) -> bool:
@@ -46,21 +48,29 @@ def _layout(p: Pass) -> tuple[int, int]:
     return NEAR[p.kind], 1
 
 
-def predictor_features(p: Pass, plane: int, values: np.ndarray):
-    """(n0, F) for fitting: primary neighbour values and the feature matrix, constant last.
+def fit_rows(p: Pass) -> np.ndarray:
+    """The pixels the encoder fits on: all of a small pass, an even subsample of a large one."""
+    if p.size <= FIT_ROWS:
+        return np.arange(p.size)
+    return np.sort(np.random.default_rng(p.size).choice(p.size, FIT_ROWS, replace=False))  # seeded: deterministic
+
+
+def predictor_features(p: Pass, plane: int, values: np.ndarray, rows: np.ndarray):
+    """(n0, F) of the given pixels for fitting: primary neighbour values and features, constant last.
 
     Feature order matches kernels.predict, which computes the same sum pixel by pixel.
     """
     n_own, near = _layout(p)
-    own = values[plane][p.neighbours[:, :n_own]]
+    nbrs, flat = p.neighbours[rows], p.flat[rows]
+    own = values[plane][nbrs[:, :n_own]]
     n0 = own[:, 0]
     cols = [own[:, 1:] - n0[:, None]]
     for earlier in values[:plane]:
-        q0 = earlier[p.neighbours[:, 0]]
-        cols.append((earlier[p.flat] - q0)[:, None])
+        q0 = earlier[nbrs[:, 0]]
+        cols.append((earlier[flat] - q0)[:, None])
         if near > 1:
-            cols.append(earlier[p.neighbours[:, 1:near]] - q0[:, None])
-    cols.append(np.ones((p.size, 1), np.int64))
+            cols.append(earlier[nbrs[:, 1:near]] - q0[:, None])
+    cols.append(np.ones((rows.size, 1), np.int64))
     return n0, np.concatenate(cols, axis=1)
 
 
@@ -106,12 +116,11 @@ def scale_size(plane: int) -> int:
 
 
 def classes_from_scale(feats: np.ndarray, weights: np.ndarray, bits: int) -> np.ndarray:
-    """Context class ~ 2*log2(1 + 4*sigma), from integers only."""
-    sigma4 = np.maximum((feats @ weights.astype(np.int64)) >> (SCALE_FRAC - 2), 0) + 1
-    n = np.frexp(sigma4.astype(np.float64))[1].astype(np.int64) - 1  # exact floor(log2)
-    half = (sigma4 >> np.maximum(n - 1, 0)) & 1
-    cls = 2 * n + np.where(n > 0, half, 0)
-    return np.minimum(cls, n_classes(bits) - 1)
+    """Context class ~ CLASS_STEPS * log2(1 + 4*sigma), from integers only."""
+    sigma4 = np.clip((feats @ weights.astype(np.int64)) >> (SCALE_FRAC - 2), 0, 1 << 40) + 1
+    n = np.frexp(sigma4.astype(np.float64))[1].astype(np.int64) - 1  # exact floor(log2): sigma4 < 2**53
+    sub = ((sigma4 << CLASS_BITS) >> n) & ((1 << CLASS_BITS) - 1)  # the bits below the leading one
+    return np.minimum((n << CLASS_BITS) + sub, n_classes(bits) - 1)
 
 
 def _solve(feats: np.ndarray, target: np.ndarray, rounds: int) -> np.ndarray:

@@ -104,6 +104,11 @@ class BitReader:
         self._pos += total
         return out
 
+    def check_end(self) -> None:
+        """Only the zero padding of the last byte may be left over."""
+        if self._bits.size - self._pos >= 8 or self._bits[self._pos :].any():
+            raise ValueError("raw bits left over after the last pass")
+
 
 def _blocks(counts_row: np.ndarray, n: int):
     """Block boundaries for n symbols of one class; sizes follow the counts seen so far."""

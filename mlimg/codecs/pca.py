@@ -19,7 +19,7 @@ from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option
 
 _BLOCKS, _ROWS = 0, 1
 _BLOCK_HDR = struct.Struct(">BBBBBHHB")  # mode, block, 4:2:0?, full basis?, precision, steps, offset
-_ROWS_HDR = struct.Struct(">BH")  # mode, coefficient step (1/16 units)
+_ROWS_HDR = struct.Struct(">BH")  # mode, quantiser step (1/16 units)
 
 
 def _choice(*values):
@@ -179,7 +179,7 @@ def _parse_header(data: bytes, colour_mode: str) -> dict:
         _, step16 = _ROWS_HDR.unpack_from(data)
         counts = list(struct.unpack_from(f">{n_planes}H", data, _ROWS_HDR.size))
         if step16 == 0:
-            raise CodecError("pca: chunk 'PHDR': coefficient step is 0")
+            raise CodecError("pca: chunk 'PHDR': quantiser step is 0")
         return {"mode": _ROWS, "step16": step16, "counts": counts}
     if data[0] != _BLOCKS:
         raise CodecError(f"pca: chunk 'PHDR': unknown mode {data[0]}")

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .pca_coding import CodingError, Reader, Writer, fit_table, read_tables, write_tables
+from .pca_coding import (CodingError, Reader, Writer, fit_table, fit_tables, probs_matrix, read_tables,
+                         write_tables)
 
 N_BANDS = 6
 OWN_LEVELS = 3
@@ -39,7 +40,7 @@ class BlockParams:
 
 def params_for_quality(quality: int, block: int, subsample: bool, full_basis: bool) -> BlockParams:
     """quality 1..100 -> quantiser step (monotone: higher quality, smaller step, more bits)."""
-    step = 12.0 * 2.0 ** ((50 - quality) / 15.0)
+    step = 3.0 * 2.0 ** ((95 - quality) / 16.0)  # q 10 -> ~0.15 bpp, q 95 -> ~3 bpp on Kodak
     luma = max(4, int(round(16 * step)))
     chroma = max(4, int(round(16 * step * 1.15)))
     precision = int(np.clip(6 + round(quality / 25), 6, 10))
@@ -169,33 +170,37 @@ def band_of(k: np.ndarray | int, b: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- contexts
 
-def _neighbour_sum(a: np.ndarray) -> np.ndarray:
-    """Sum over the 4-neighbourhood on the block grid (zero outside)."""
-    p = np.pad(a, ((1, 1), (1, 1)) + ((0, 0),) * (a.ndim - 2))
-    return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
+class Checkerboard:
+    """Blocks split into passes: black ((row + col) even) first, then white.
+
+    For each pass: the flat indices of its blocks (raster order) and of their four
+    neighbours; outside the grid a neighbour points at a sentinel slot that is always 0.
+    Magnitudes are kept position-major, `mag[k, block]`, with that extra sentinel column.
+    """
+
+    def __init__(self, hb: int, wb: int):
+        self.n = hb * wb
+        rows, cols = np.divmod(np.arange(self.n), wb)
+        nbrs = []
+        for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            r, c = rows + dr, cols + dc
+            inside = (r >= 0) & (r < hb) & (c >= 0) & (c < wb)
+            nbrs.append(np.where(inside, r * wb + c, self.n))
+        nbrs = np.stack(nbrs, axis=1)
+        black = (rows + cols) % 2 == 0
+        self.passes = [(np.flatnonzero(black), nbrs[black]), (np.flatnonzero(~black), nbrs[~black])]
 
 
-def _level(v: np.ndarray, edges: tuple[int, ...]) -> np.ndarray:
-    return np.searchsorted(np.asarray(edges), v, side="left")
-
-
-def contexts(mag: np.ndarray, k: int, black: np.ndarray) -> np.ndarray:
-    """Context id (0..N_CTX-1) of every block for position k >= 1, given magnitudes of positions < k
-    for all blocks and of position k for the black (checkerboard) blocks. mag: (hb, wb, >=k+1)."""
-    own = mag[:, :, k - 1] + (mag[:, :, k - 2] if k >= 3 else 0)
-    prev_nb = _neighbour_sum(mag[:, :, k - 1]) if k >= 2 else np.zeros_like(own)
-    same_nb = _neighbour_sum(np.where(black, mag[:, :, k], 0))
-    nb = np.where(black, prev_nb, same_nb)
-    return _level(own, (0, 2)) * NB_LEVELS + _level(nb, (0, 2, 6))
-
-
-def checkerboard(hb: int, wb: int) -> np.ndarray:
-    return (np.add.outer(np.arange(hb), np.arange(wb)) % 2) == 0
-
-
-def table_index(black: np.ndarray, band: int, ctx: np.ndarray) -> np.ndarray:
-    """Table id within a group: 0 is DC; then (pass, band, context)."""
-    return 1 + ((np.where(black, 0, 1) * N_BANDS + band) * N_CTX + ctx)
+def table_ids(mag: np.ndarray, k: int, pass_no: int, board: Checkerboard, band: int) -> np.ndarray:
+    """Model table id of each block of one pass for position k >= 1 (see spec/methods/pca.md)."""
+    idx, nbrs = board.passes[pass_no]
+    own = mag[k - 1, idx] + (mag[k - 2, idx] if k >= 3 else 0)
+    if pass_no == 0:  # black: neighbours' previous position
+        nb = mag[k - 1][nbrs].sum(axis=1) if k >= 2 else np.zeros_like(own)
+    else:  # white: the black neighbours' same position, already coded
+        nb = mag[k][nbrs].sum(axis=1)
+    ctx = ((own > 0).astype(np.int64) + (own > 2)) * NB_LEVELS + (nb > 0) + (nb > 2) + (nb > 6)
+    return 1 + (pass_no * N_BANDS + band) * N_CTX + ctx
 
 
 # ---------------------------------------------------------------- encoder
@@ -266,47 +271,38 @@ def _write_basis(w: Writer, mats: list[np.ndarray], params: BlockParams) -> None
             w.symbols(m & ((1 << shift) - 1), np.full(1 << shift, 1.0 / (1 << shift)))
 
 
-def _symbol_streams(qgrid: np.ndarray, keep: int, b: int):
-    """Yield (table id array, values array) in the order the decoder reads them (one plane)."""
+def _coding_order(qgrid: np.ndarray, keep: int, b: int):
+    """(table ids, values) of a plane's AC positions in the order the decoder reads them."""
     hb, wb, _ = qgrid.shape
-    black = checkerboard(hb, wb)
-    yield None, dc_residual(qgrid[:, :, 0]).ravel()
-    mag = np.abs(qgrid)
+    board = Checkerboard(hb, wb)
+    q = np.concatenate([qgrid.reshape(hb * wb, -1).T, np.zeros((qgrid.shape[2], 1), np.int64)], axis=1)
+    mag = np.abs(q)
     bands = band_of(np.arange(1, max(keep, 2)), b)
+    tids, vals = [], []
     for k in range(1, keep):
-        tid = table_index(black, int(bands[k - 1]), contexts(mag, k, black))
-        for colour in (True, False):
-            sel = black == colour
-            yield tid[sel], qgrid[:, :, k][sel]
+        for pass_no in (0, 1):
+            tids.append(table_ids(mag, k, pass_no, board, int(bands[k - 1])))
+            vals.append(q[k, board.passes[pass_no][0]])
+    return tids, vals
 
 
 def _write_group(w: Writer, qgrids: list[np.ndarray], keeps: list[int], b: int) -> None:
-    streams = [list(_symbol_streams(q, keep, b)) for q, keep in zip(qgrids, keeps)]
-    tables = {}
-    for stream in streams:  # fit one table per id over all planes of the group
-        pooled: dict[int, list[np.ndarray]] = {}
-        for tid, vals in stream:
-            if tid is None:  # DC: one table for the whole grid
-                pooled.setdefault(0, []).append(np.abs(vals))
-                continue
-            for t in np.unique(tid):
-                pooled.setdefault(int(t), []).append(np.abs(vals[tid == t]))
-        for t, parts in pooled.items():
-            tables.setdefault(t, []).extend(parts)
+    dc = [dc_residual(q[:, :, 0]).ravel() for q in qgrids]
+    ac = [_coding_order(q, keep, b) for q, keep in zip(qgrids, keeps)]
+    all_ids = np.concatenate([np.zeros(sum(d.size for d in dc), np.int64)] + [t for tids, _ in ac for t in tids])
+    all_mag = np.abs(np.concatenate(dc + [v for _, vals in ac for v in vals]))
+    fitted = fit_tables(all_ids, all_mag, TABLES_PER_GROUP)
     present = np.zeros(TABLES_PER_GROUP, dtype=np.int64)
-    fitted = {}
-    for t in sorted(tables):
-        present[t] = 1
-        fitted[t] = fit_table(np.concatenate(tables[t]))
+    present[list(fitted)] = 1
     w.symbols(present, np.array([0.5, 0.5]))
     write_tables(w, [fitted[t] for t in sorted(fitted)])
-    for stream in streams:
-        for tid, vals in stream:
-            if tid is None:
-                w.signed(vals, fitted[0])
-                continue
-            for t in np.unique(tid):
-                w.signed(vals[tid == t], fitted[int(t)])
+    probs = probs_matrix(fitted, TABLES_PER_GROUP)
+    for d, (tids, vals) in zip(dc, ac):
+        w.signed(d, fitted[0])
+        for tid, v in zip(tids, vals):
+            w.magnitudes(np.abs(v), probs[tid])
+        if vals:
+            w.signs(np.concatenate(vals))
 
 
 # ---------------------------------------------------------------- decoder
@@ -327,13 +323,14 @@ def decode_planes(basis: bytes, coef: bytes, shapes: list[tuple[int, int]], keep
         present = cr.symbols(TABLES_PER_GROUP, np.array([0.5, 0.5]))
         ids = np.flatnonzero(present)
         fitted = dict(zip(ids.tolist(), read_tables(cr, len(ids))))
+        probs = probs_matrix(fitted, TABLES_PER_GROUP)
         for i in members:
             h, w = shapes[i]
             hb, wb = -(-h // b), -(-w // b)
             keep = keeps[i]
             if not 1 <= keep <= min(b * b, len(t)):
                 raise CodingError(f"plane {i}: {keep} coded components, basis has {len(t)}")
-            q = _read_plane(cr, fitted, hb, wb, keep, b)
+            q = _read_plane(cr, fitted, probs, hb, wb, keep, b)
             out[i] = _synthesise(q, t[:keep], shift, params.step16[min(gi, 1)], params.recon16, hb, wb, b)
             if i == 0:
                 out[i] = out[i] + 128 * 16
@@ -361,36 +358,35 @@ def _read_basis(r: Reader, b: int, params: BlockParams) -> list[np.ndarray]:
     return mats
 
 
-def _read_plane(r: Reader, tables: dict, hb: int, wb: int, keep: int, b: int) -> np.ndarray:
-    def table(t: int):
-        if t not in tables:
-            raise CodingError(f"coefficients use model table {t}, which is absent")
-        return tables[t]
-
-    q = np.zeros((hb, wb, keep + 1), dtype=np.int64)  # one spare position for contexts
-    q[:, :, 0] = dc_from_residual(r.signed(hb * wb, table(0)).reshape(hb, wb))
-    mag = np.zeros_like(q)
-    mag[:, :, 0] = np.abs(q[:, :, 0])
-    black = checkerboard(hb, wb)
+def _read_plane(r: Reader, tables: dict, probs: np.ndarray, hb: int, wb: int, keep: int, b: int) -> np.ndarray:
+    """Quantised coefficients of one plane as (hb * wb, keep)."""
+    if 0 not in tables:
+        raise CodingError("DC model table is absent")
+    board = Checkerboard(hb, wb)
+    mag = np.zeros((keep + 1, hb * wb + 1), dtype=np.int64)  # spare position + sentinel block
+    dc = dc_from_residual(r.signed(hb * wb, tables[0]).reshape(hb, wb)).ravel()
+    mag[0, :-1] = np.abs(dc)
     bands = band_of(np.arange(1, max(keep, 2)), b)
     for k in range(1, keep):
-        for colour in (True, False):
-            tid = table_index(black, int(bands[k - 1]), contexts(mag, k, black))
-            sel = black == colour
-            tsel = tid[sel]
-            vals = np.zeros(tsel.size, dtype=np.int64)
-            for t in np.unique(tsel):
-                at = tsel == t
-                vals[at] = r.signed(int(at.sum()), table(int(t)))
-            q[:, :, k][sel] = vals
-            mag[:, :, k][sel] = np.abs(vals)
-    return q[:, :, :keep]
+        for pass_no in (0, 1):
+            rows = probs[table_ids(mag, k, pass_no, board, int(bands[k - 1]))]
+            if np.isnan(rows[:, 0]).any():
+                raise CodingError(f"coefficients at position {k} use an absent model table")
+            mag[k, board.passes[pass_no][0]] = r.magnitudes(rows)
+    q = mag[:keep, :-1].T.copy()
+    q[:, 0] = dc
+    if keep > 1:  # AC signs in coding order: position, black then white, raster
+        order = np.concatenate([k * (hb * wb) + board.passes[p][0] for k in range(1, keep) for p in (0, 1)])
+        flat = q.T.reshape(-1)  # position-major copy
+        flat[order] = r.apply_signs(flat[order])
+        q = flat.reshape(keep, hb * wb).T
+    return q
 
 
 def _synthesise(q, t, shift, step16, recon16, hb, wb, b) -> np.ndarray:
     mag = np.abs(q)
     deq = np.sign(q) * np.where(mag > 0, 16 * mag - recon16, 0) * step16  # 1/256 units
-    deq = deq.reshape(hb * wb, -1).astype(np.float64)
+    deq = deq.astype(np.float64)
     # Integers below 2^53 throughout: the product is exact in any summation order.
     acc = deq @ t.astype(np.float64)
     x16 = np.floor((acc + float(1 << (shift + 3))) / float(1 << (shift + 4)))

@@ -56,13 +56,24 @@ def token_probs(z: int, r: int) -> np.ndarray:
 
 def fit_table(magnitudes: np.ndarray) -> tuple[int, int]:
     """Integer (z, r) fitted to non-negative magnitudes (maximum-likelihood for the model)."""
-    m = np.asarray(magnitudes, dtype=np.int64)
-    n = m.size
-    nz = m[m > 0]
-    z = int(np.clip(round(_ONE * (n - nz.size + 0.25) / (n + 0.5)), 1, _ONE - 1))
-    mean = float(np.minimum(nz, ESC).mean() - 1.0) if nz.size else 0.0
-    r = int(np.clip(round(_ONE * mean / (mean + 1.0)), 1, _ONE - 16))
-    return z, r
+    m = np.asarray(magnitudes, dtype=np.int64).ravel()
+    return fit_tables(np.zeros(m.size, dtype=np.int64), m, 1)[0]
+
+
+def fit_tables(table_ids: np.ndarray, magnitudes: np.ndarray, n_tables: int) -> dict[int, tuple[int, int]]:
+    """(z, r) for every table id that has values: z from the zero rate, r from the mean non-zero size."""
+    ids = np.asarray(table_ids, dtype=np.int64).ravel()
+    m = np.asarray(magnitudes, dtype=np.int64).ravel()
+    n = np.bincount(ids, minlength=n_tables)
+    nz = np.bincount(ids, weights=m > 0, minlength=n_tables)
+    excess = np.bincount(ids, weights=np.where(m > 0, np.minimum(m, ESC) - 1, 0), minlength=n_tables)
+    out = {}
+    for t in np.flatnonzero(n):
+        z = int(np.clip(round(_ONE * (n[t] - nz[t] + 0.25) / (n[t] + 0.5)), 1, _ONE - 1))
+        mean = excess[t] / nz[t] if nz[t] else 0.0
+        r = int(np.clip(round(_ONE * mean / (mean + 1.0)), 1, _ONE - 16))
+        out[int(t)] = (z, r)
+    return out
 
 
 class Writer:
@@ -88,6 +99,19 @@ class Writer:
         mags = np.abs(values)
         self.symbols(np.minimum(mags, ESC), token_probs(*table))
         self._escapes(mags[mags >= ESC] - ESC)
+        self.symbols(values[values != 0] < 0, _uniform(2))
+
+    def magnitudes(self, mags: np.ndarray, probs: np.ndarray) -> None:
+        """Magnitudes with one probability row per value (probs: (N, ESC+1)); no signs."""
+        mags = np.asarray(mags, dtype=np.int64).ravel()
+        if mags.size:
+            self._enc.encode(np.minimum(mags, ESC).astype(np.int32), self._model(perfect=False),
+                             np.ascontiguousarray(probs))
+        self._escapes(mags[mags >= ESC] - ESC)
+
+    def signs(self, values: np.ndarray) -> None:
+        """Signs of the non-zero values, 1 = negative."""
+        values = np.asarray(values).ravel()
         self.symbols(values[values != 0] < 0, _uniform(2))
 
     def _escapes(self, rest: np.ndarray) -> None:
@@ -138,6 +162,28 @@ class Reader:
         signs[idx[neg]] = -1
         return mags * signs
 
+    def magnitudes(self, probs: np.ndarray) -> np.ndarray:
+        """Inverse of Writer.magnitudes: one value per probability row."""
+        if not len(probs):
+            return np.zeros(0, dtype=np.int64)
+        try:
+            mags = self._dec.decode(self._model(perfect=False), np.ascontiguousarray(probs))
+        except Exception as exc:
+            raise CodingError(f"range decoder failed: {exc}") from None
+        mags = np.asarray(mags, dtype=np.int64)
+        esc = mags == ESC
+        if esc.any():
+            mags[esc] = ESC + self._escapes(int(esc.sum()))
+        return mags
+
+    def apply_signs(self, values: np.ndarray) -> np.ndarray:
+        """Read the signs of the non-zero entries of `values` (any shape) and apply them."""
+        flat = values.reshape(-1).copy()
+        idx = np.flatnonzero(flat)
+        neg = self.symbols(idx.size, _uniform(2)).astype(bool)
+        flat[idx[neg]] *= -1
+        return flat.reshape(values.shape)
+
     def _escapes(self, n: int) -> np.ndarray:
         nbits = self.symbols(n, _uniform(32))
         rest = np.where(nbits > 0, 1, 0).astype(np.int64)
@@ -145,6 +191,14 @@ class Reader:
             sel = nbits > b + 1
             rest[sel] = (rest[sel] << 1) | self.symbols(int(sel.sum()), _uniform(2))
         return rest
+
+
+def probs_matrix(tables: dict[int, tuple[int, int]], n: int) -> np.ndarray:
+    """(n, ESC+1) probability rows indexed by table id; absent ids are NaN rows."""
+    out = np.full((n, ESC + 1), np.nan)
+    for t, params in tables.items():
+        out[t] = token_probs(*params)
+    return out
 
 
 def write_tables(w: Writer, tables: list[tuple[int, int]]) -> None:

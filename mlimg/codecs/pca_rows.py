@@ -15,39 +15,44 @@ import numpy as np
 
 from .pca_coding import CodingError, Reader, Writer, fit_table, read_tables, write_tables
 
-PRECISION = 10  # component entries are integers scaled by 2^10
 MEAN_SCALE = 4  # mean row in 1/4 units
-_LOW = 4  # low bits of component entries coded raw
 
 
 def params_for_quality(quality: int) -> tuple[float, int]:
-    """quality -> (variance threshold, coefficient step in 1/16 units); both raise rate with quality."""
-    variance = 1.0 - 0.5 * 10.0 ** (-quality / 25.0)
-    step16 = max(8, int(round(16 * 2.0 ** ((100 - quality) / 20.0))))
+    """quality -> (variance threshold, quantiser step in 1/16 units); both raise the rate with quality."""
+    variance = 1.0 - 0.3 * 10.0 ** (-quality / 40.0)
+    step16 = 16 - round(8 * quality / 100)  # fine steps: truncation (k) is the efficient knob
     return variance, step16
 
 
-def choose_components(xc: np.ndarray, variance: float) -> np.ndarray:
-    """Principal axes (rows, unit norm, sign fixed) explaining `variance` of the centred rows."""
+def factorise(xc: np.ndarray, variance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Centred rows -> (A: H x k, B: k x W), A @ B the rank-k PCA reconstruction.
+
+    k is the fewest components whose explained variance reaches `variance`. Each
+    component's singular value is split evenly (A = U sqrt(S), B = sqrt(S) V^T) so one
+    quantiser step suits both factors. Signs fixed: largest |entry| of each B row positive.
+    """
     h, w = xc.shape
-    if h <= w:  # eigen-decompose the smaller Gram matrix
-        vals, u = np.linalg.eigh(xc @ xc.T)
-        order = np.argsort(-vals, kind="stable")
-        vals, u = np.maximum(vals[order], 0), u[:, order]
-        keep = vals > vals[0] * 1e-12 if vals.size and vals[0] > 0 else np.zeros(len(vals), bool)
-        axes = (u[:, keep].T @ xc) / np.sqrt(vals[keep])[:, None]
-        vals = vals[keep]
-    else:
-        vals, v = np.linalg.eigh(xc.T @ xc)
-        order = np.argsort(-vals, kind="stable")
-        vals, axes = np.maximum(vals[order], 0), v[:, order].T
+    gram = xc @ xc.T if h <= w else xc.T @ xc  # eigen-decompose the smaller Gram matrix
+    vals, vecs = np.linalg.eigh(gram)
+    order = np.argsort(-vals, kind="stable")
+    vals, vecs = np.maximum(vals[order], 0.0), vecs[:, order]
     total = vals.sum()
     if total <= 0:
-        return np.zeros((0, w))
+        return np.zeros((h, 0)), np.zeros((0, w))
     k = int(np.searchsorted(np.cumsum(vals) / total, variance - 1e-12) + 1)
-    axes = axes[: min(k, len(axes))]
-    pivot = axes[np.arange(len(axes)), np.argmax(np.abs(axes), axis=1)]
-    return axes * np.where(pivot < 0, -1.0, 1.0)[:, None]
+    k = min(k, int((vals > total * 1e-12).sum()))
+    sv = np.sqrt(vals[:k])
+    if h <= w:
+        u = vecs[:, :k]
+        vt = (u.T @ xc) / sv[:, None]
+    else:
+        vt = vecs[:, :k].T
+        u = (xc @ vt.T) / sv[None, :]
+    pivot = vt[np.arange(k), np.argmax(np.abs(vt), axis=1)]
+    flip = np.where(pivot < 0, -1.0, 1.0)
+    root = np.sqrt(sv)
+    return u * (root * flip)[None, :], vt * (root * flip)[:, None]
 
 
 def encode_channels(channels: list[np.ndarray], variance: float, step16: int) -> tuple[bytes, list[int]]:
@@ -58,20 +63,17 @@ def encode_channels(channels: list[np.ndarray], variance: float, step16: int) ->
         x = ch.astype(np.float64)
         mean4 = np.round(x.mean(axis=0) * MEAN_SCALE).astype(np.int64)
         xc = x - mean4 / MEAN_SCALE
-        axes = choose_components(xc, variance)
-        vq = np.round(axes * (1 << PRECISION)).astype(np.int64)
-        counts.append(len(vq))
+        a, b = factorise(xc, variance)
+        counts.append(b.shape[0])
         _write_signed(w_, np.diff(mean4, prepend=0))
-        if len(vq):
-            basis = vq.astype(np.float64) / (1 << PRECISION)
-            coef = xc @ np.linalg.pinv(basis)
-            q = np.round(coef / step).astype(np.int64)
-            hi = vq >> _LOW
-            _write_signed(w_, hi)
-            w_.symbols(vq & ((1 << _LOW) - 1), np.full(1 << _LOW, 1.0 / (1 << _LOW)))
-            tables = [fit_table(np.abs(col)) for col in q.T]  # one table per component
+        if b.shape[0]:
+            bq = np.round(b / step).astype(np.int64)
+            a = xc @ np.linalg.pinv(bq * step)  # least squares against the stored B
+            aq = np.round(a / step).astype(np.int64)
+            _write_signed(w_, bq)
+            tables = [fit_table(np.abs(col)) for col in aq.T]  # one table per component
             write_tables(w_, tables)
-            for col, table in zip(q.T, tables):
+            for col, table in zip(aq.T, tables):
                 w_.signed(col, table)
     return w_.finish(), counts
 
@@ -91,20 +93,15 @@ def decode_channels(payload: bytes, h: int, w: int, counts: list[int], step16: i
     out = []
     for k in counts:
         mean4 = np.cumsum(_read_signed(r, w))
-        if k == 0:
-            acc = np.zeros((h, w))
-        else:
-            hi = _read_signed(r, k * w)
-            vq = ((hi << _LOW) | r.symbols(k * w, np.full(1 << _LOW, 1.0 / (1 << _LOW)))).reshape(k, w)
-            if np.abs(vq).max() > (2 << PRECISION):
-                raise CodingError("component entry out of range")
+        acc = np.zeros((h, w))
+        if k:
+            bq = np.clip(_read_signed(r, k * w).reshape(k, w), -(1 << 20), 1 << 20)
             tables = read_tables(r, k)
-            q = np.stack([r.signed(h, t) for t in tables], axis=1)
-            q = np.clip(q, -(1 << 24), 1 << 24)
-            # Integers below 2^53 throughout: exact whatever the summation order.
-            acc = (q * step16).astype(np.float64) @ vq.astype(np.float64)  # units 2^-(4+PRECISION)
-        shift = 4 + PRECISION
-        total = acc + (mean4 * (1 << (shift - 2))).astype(np.float64)[None, :]
-        pixels = np.floor((total + float(1 << (shift - 1))) / float(1 << shift))
+            aq = np.clip(np.stack([r.signed(h, t) for t in tables], axis=1), -(1 << 20), 1 << 20)
+            # Integers well below 2^53 for any real stream: exact whatever the summation order.
+            acc = aq.astype(np.float64) @ bq.astype(np.float64)
+        # value = acc * step^2 + mean, in 1/256 units: step^2 = step16^2 / 256, mean = mean4 / 4
+        total = acc * float(step16 * step16) + (mean4 * 64).astype(np.float64)[None, :]
+        pixels = np.floor((total + 128.0) / 256.0)
         out.append(np.clip(pixels, 0, 255).astype(np.uint8))
     return out

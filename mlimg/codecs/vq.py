@@ -117,6 +117,21 @@ def _half(plane) -> np.ndarray:
     return np.rint((p[0::2, 0::2] + p[1::2, 0::2] + p[0::2, 1::2] + p[1::2, 1::2]) / 4).astype(np.uint8)
 
 
+def upsample2(plane) -> np.ndarray:
+    """2x up-sampling with the (1, 3)/4 "fancy" filter on both axes, integer and exact."""
+    p = plane.astype(np.int64)
+
+    def axis0(x):  # output rows 2i and 2i+1 weigh row i by 3 and its neighbour by 1 (edges clamp)
+        prev = np.concatenate([x[:1], x[:-1]])
+        nxt = np.concatenate([x[1:], x[-1:]])
+        out = np.empty((2 * len(x),) + x.shape[1:], dtype=np.int64)
+        out[0::2], out[1::2] = 3 * x + prev, 3 * x + nxt
+        return out
+
+    up = axis0(axis0(p).swapaxes(0, 1)).swapaxes(0, 1)  # both axes, scaled by 16
+    return ((up + 8) >> 4).astype(np.uint8)
+
+
 # ------------------------------------------------------------ codebook training
 
 
@@ -222,11 +237,42 @@ def _unzigzag(z):
     return np.where(z % 2 == 0, z // 2, -(z + 1) // 2)
 
 
-def encode_codebook(book: np.ndarray) -> bytes:
-    """(K, D) uint8 codewords: per-codeword DPCM, zig-zag, range-coded with a stored histogram."""
-    x = book.astype(np.int64)
-    diff = np.diff(x, axis=1, prepend=128)
-    sym = _zigzag(diff).ravel()
+def _med(left, up, upleft):
+    """LOCO-I median edge detector: the median of left, up and left + up - upleft."""
+    return np.clip(left + up - upleft, np.minimum(left, up), np.maximum(left, up))
+
+
+def _codeword_residuals(book: np.ndarray, b: int, channels: int) -> np.ndarray:
+    """Prediction residuals of every codeword value from its in-block neighbours (encoder)."""
+    x = book.astype(np.int64).reshape(len(book), b, b, channels)
+    pred = np.full_like(x, 128)
+    pred[:, 0, 1:] = x[:, 0, :-1]
+    pred[:, 1:, 0] = x[:, :-1, 0]
+    pred[:, 1:, 1:] = _med(x[:, 1:, :-1], x[:, :-1, 1:], x[:, :-1, :-1])
+    return (x - pred).reshape(len(book), -1)
+
+
+def _codewords_from_residuals(res: np.ndarray, b: int, channels: int) -> np.ndarray:
+    """Inverse of _codeword_residuals: raster order over the block, vectorised over codewords."""
+    r = res.reshape(len(res), b, b, channels)
+    x = np.zeros_like(r)
+    for i in range(b):
+        for j in range(b):
+            if i == 0 and j == 0:
+                pred = 128
+            elif i == 0:
+                pred = x[:, 0, j - 1]
+            elif j == 0:
+                pred = x[:, i - 1, 0]
+            else:
+                pred = _med(x[:, i, j - 1], x[:, i - 1, j], x[:, i - 1, j - 1])
+            x[:, i, j] = np.clip(pred + r[:, i, j], -1024, 1024)  # keep corrupt data bounded
+    return x.reshape(len(res), -1)
+
+
+def encode_codebook(book: np.ndarray, b: int, channels: int) -> bytes:
+    """(K, D) uint8 codewords: in-block MED prediction, zig-zag, range-coded with a stored histogram."""
+    sym = _zigzag(_codeword_residuals(book, b, channels)).ravel()
     hist = np.bincount(sym)
     out = bytearray()
     put_varint(out, len(hist))
@@ -237,7 +283,8 @@ def encode_codebook(book: np.ndarray) -> bytes:
     return bytes(out) + enc.bytes()
 
 
-def decode_codebook(r: Reader, k: int, dims: int) -> np.ndarray:
+def decode_codebook(r: Reader, k: int, b: int, channels: int) -> np.ndarray:
+    dims = b * b * channels
     nsym = r.varint(512)
     if nsym == 0:
         raise r.fail("empty codebook histogram")
@@ -245,7 +292,7 @@ def decode_codebook(r: Reader, k: int, dims: int) -> np.ndarray:
     if int(hist.sum()) != k * dims:
         raise r.fail(f"codebook histogram total {int(hist.sum())}, expected {k * dims}")
     sym = StreamDecoder(r.rest(), r.chunk).decode(probs_from_counts_exact(hist), k * dims)
-    book = np.cumsum(_unzigzag(sym).reshape(k, dims), axis=1) + 128
+    book = _codewords_from_residuals(_unzigzag(sym).reshape(k, dims), b, channels)
     if book.min() < 0 or book.max() > 255:
         raise r.fail("codeword value outside 0..255")
     return book.astype(np.uint8)
@@ -289,8 +336,9 @@ class VQCodec(Codec):
             planes = [(_PLANE_LUMA, ycc[:, :, :1], k_luma), (_PLANE_CHROMA, _half(ycc[:, :, 1:]), max(2, k_luma // 4))]
         chunks, info = [], {}
         for plane, data, k in planes:
-            chunks += self._encode_plane(plane, data, k, b, opts)
-            info[f"vq_codebook_{'luma' if plane == _PLANE_LUMA else 'chroma'}"] = k
+            plane_chunks, used = self._encode_plane(plane, data, k, b, opts)
+            chunks += plane_chunks
+            info[f"vq_codebook_{'luma' if plane == _PLANE_LUMA else 'chroma'}"] = used
         if mode == "RGBA":
             chunks.append(("ALPH", encode_alpha(pixels[:, :, 3])))
         return Encoded(chunks=chunks, info=info)
@@ -306,11 +354,11 @@ class VQCodec(Codec):
         idx = _nearest(blocks, book)
         head = bytearray([plane, b, int(mean_removed)])
         put_varint(head, len(book))
-        out = [("VCBK", bytes(head) + encode_codebook(book))]
+        out = [("VCBK", bytes(head) + encode_codebook(book, b, data.shape[2]))]
         if mean_removed:
             out.append(("VMEA", encode_indexmap(means.reshape(grid), _MEANS_VECTORS)))
         out.append(("VIDX", encode_indexmap(idx.reshape(grid), book.astype(np.int64))))
-        return out
+        return out, len(book)
 
     # -------------------------------------------------------------- decode
 
@@ -333,7 +381,7 @@ class VQCodec(Codec):
             ph, pw = (height, width) if plane == _PLANE_LUMA else ((height + 1) // 2, (width + 1) // 2)
             channels = 1 if plane == _PLANE_LUMA else 2
             grid = (-(-ph // b), -(-pw // b))
-            book = decode_codebook(r, k, b * b * channels)
+            book = decode_codebook(r, k, b, channels)
             idx = decode_indexmap(vidx, *grid, book.astype(np.int64), "VIDX")
             blocks = book[idx.ravel()].astype(np.int64)
             if vmea is not None:
@@ -346,7 +394,7 @@ class VQCodec(Codec):
         luma = planes[_PLANE_LUMA]
         if header.mode == "L":
             return luma[:, :, 0]
-        chroma = planes[_PLANE_CHROMA].repeat(2, axis=0).repeat(2, axis=1)[:height, :width]
+        chroma = upsample2(planes[_PLANE_CHROMA])[:height, :width]
         rgb = ycbcr_to_rgb(np.concatenate([luma, chroma], axis=2))
         if header.mode == "RGBA":
             return np.concatenate([rgb, decode_alpha(alpha, height, width)[:, :, None]], axis=2)
@@ -380,10 +428,11 @@ class VQCodec(Codec):
                     arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
                     blocks, _ = to_blocks(rgb_to_ycbcr(arr)[:, :, :1], 4)
                     book = np.clip(np.rint(train_codebook(blocks, k, init, 4)), 0, 255)
-                    err = blocks - book[_nearest(blocks, book)]
+                    err = blocks.astype(np.float64) - book[_nearest(blocks, book)]
                     mse.append(float((err**2).mean()))
                 m = float(np.mean(mse))
-                rows.append(f"| {k} | {init} | {m:.2f} | {10 * np.log10(255**2 / m):.2f} |")
+                psnr = f"{10 * np.log10(255**2 / m):.2f}" if m > 0 else "inf"
+                rows.append(f"| {k} | {init} | {m:.2f} | {psnr} |")
         note = f"\nMean over the first {n_images} images; 4x4 luma blocks, 20 k-means iterations after each initialisation.\n"
         return "\n".join(rows) + note
 

@@ -50,3 +50,58 @@ def freqs_to_probs(freqs: np.ndarray) -> np.ndarray:
     """Integer frequencies -> float64 probabilities by exact-rounded division (bit-identical everywhere)."""
     f = np.asarray(freqs, np.int64)
     return f / f.sum(axis=-1, keepdims=True)
+
+
+# ---------------------------------------------------------------- fixed-point networks (gmm)
+#
+# The gmm decoder must compute its mixture parameters (which pick probability
+# tables) identically everywhere. Its hyper-synthesis, context and
+# entropy-parameter networks are therefore run on integers: weights are stored
+# as integers w_int = round(w * 2**wbits), activations are integers in units of
+# 2**-abits, and each layer is an integer matrix product followed by an
+# arithmetic right shift. The products are evaluated as float64 matrix
+# multiplications: every product and every partial sum is an integer below
+# 2**53, so they are exact and the summation order (threads, BLAS, FMA) cannot
+# change the result. int_matmul checks that bound before it multiplies.
+
+_EXACT = float(1 << 53)
+
+
+def quantize_weights(w: np.ndarray, bits: int) -> np.ndarray:
+    """Float weights -> int64 fixed point with `bits` fractional bits (export time only)."""
+    return np.round(np.asarray(w, np.float64) * (1 << bits)).astype(np.int64)
+
+
+def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact integer product a @ b of int64 matrices via float64; ValueError if it might not be exact."""
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).sum(axis=0).max(initial=0))
+    if bound >= _EXACT:
+        raise ValueError(f"fixed-point product bound {bound:.3g} exceeds 2**53; activations or weights too large")
+    return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+
+
+def im2col(x: np.ndarray, k: int, stride: int, pad: int) -> tuple[np.ndarray, int, int]:
+    """(C, H, W) -> (Ho*Wo, C*k*k) patches, zero padded; pure indexing, no arithmetic."""
+    c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    ho = (h + 2 * pad - k) // stride + 1
+    wo = (w + 2 * pad - k) // stride + 1
+    win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(1, 2))[:, ::stride, ::stride][:, :ho, :wo]
+    return win.transpose(1, 2, 0, 3, 4).reshape(ho * wo, c * k * k), ho, wo
+
+
+def int_conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: int, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """Integer conv: x (C, H, W) int64, w (O, C, k, k) int64, b (O,) int64 at the product's scale.
+
+    Returns floor((conv(x, w) + b) / 2**shift) as int64 (O, Ho, Wo).
+    """
+    o, _, k, _ = w.shape
+    cols, ho, wo = im2col(x, k, stride, pad)
+    acc = int_matmul(cols, w.reshape(o, -1).T) + np.asarray(b, np.int64)
+    return (acc >> shift).T.reshape(o, ho, wo)
+
+
+def int_relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .entropy_models import FactorizedPrior, quantize_noise, quantize_ste
-from .layers import GDN, conv, deconv
+from .entropy_models import FactorizedPrior, gmm_likelihood, quantize_noise, quantize_ste
+from .layers import (GDN, ResidualBlock, ResidualBlockStride, ResidualBlockUpsample,
+                     SimplifiedAttention, conv, deconv, subpel_conv)
 
 # CompressAI's MSE lambdas for its six bmshj2018 quality points.
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483)
@@ -58,6 +59,13 @@ class CAE(nn.Module):
         log_ig = (1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[hi]
         return torch.exp(log_g), torch.exp(log_ig)
 
+    def estimate(self, x: torch.Tensor, position: float):
+        """Evaluation with real rounding: (estimated bits from the prior, x_hat)."""
+        g, ig = self.gains(position)
+        y = torch.round(self.g_a(x) * g.view(1, -1, 1, 1))
+        bits = -torch.log2(self.prior.likelihood(y)).sum()
+        return bits, self.g_s(y * ig.view(1, -1, 1, 1))
+
     def forward(self, x: torch.Tensor, level: int):
         """Training pass at one lambda level: returns (x_hat, likelihoods)."""
         g = torch.exp(self.log_gain[level]).view(1, -1, 1, 1)
@@ -69,9 +77,130 @@ class CAE(nn.Module):
         return x_hat, likelihoods
 
 
+class GMM(nn.Module):
+    """Cheng et al. 2020 (attention, residual blocks, sub-pixel upsampling, hyperprior,
+    K-component discretised Gaussian mixture) with a checkerboard context model
+    (He et al. 2021) instead of the serial one, and gain units for variable rate.
+
+    Checkerboard: latent positions with (row + col) even are *anchors*, coded
+    first from the hyperprior alone; the rest are coded second, with a masked
+    5x5 context convolution over the decoded anchors. Decoding is therefore two
+    passes of the entropy-parameter network, never a per-position loop.
+
+    The hyper-synthesis, context and entropy-parameter networks use plain ReLU
+    convolutions so that they can be run in fixed-point integers at decode time
+    (see spec/methods/gmm.md); analysis and synthesis stay floating point.
+    """
+
+    def __init__(self, N: int = 64, M: int = 96, K: int = 3, lambdas=DEFAULT_LAMBDAS):
+        super().__init__()
+        self.config = {"arch": "gmm", "N": N, "M": M, "K": K, "lambdas": list(lambdas)}
+        self.K, self.M = K, M
+        self.g_a = nn.Sequential(
+            ResidualBlockStride(3, N), ResidualBlock(N),
+            ResidualBlockStride(N, N), SimplifiedAttention(N, units=1), ResidualBlock(N),
+            ResidualBlockStride(N, N), ResidualBlock(N),
+            nn.Conv2d(N, M, 3, stride=2, padding=1), SimplifiedAttention(M, units=1),
+        )
+        self.g_s = nn.Sequential(
+            SimplifiedAttention(M, units=1), ResidualBlock(M),
+            ResidualBlockUpsample(M, N), ResidualBlock(N),
+            ResidualBlockUpsample(N, N), SimplifiedAttention(N, units=1), ResidualBlock(N),
+            ResidualBlockUpsample(N, N), ResidualBlock(N),
+            subpel_conv(N, 3, 2),
+        )
+        self.h_a = nn.Sequential(
+            nn.Conv2d(M, N, 3, padding=1), nn.LeakyReLU(),
+            nn.Conv2d(N, N, 5, stride=2, padding=2), nn.LeakyReLU(),
+            nn.Conv2d(N, N, 5, stride=2, padding=2),
+        )
+        # Integer-friendly (ReLU only): run in fixed point by the decoder.
+        self.h_s = nn.Sequential(
+            nn.ConvTranspose2d(N, N, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(N, N, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(N, 2 * M, 3, padding=1),
+        )
+        self.context = MaskedCheckerboardConv(M, 2 * M)
+        self.entropy_parameters = nn.Sequential(
+            nn.Conv2d(4 * M, 3 * M, 1), nn.ReLU(),
+            nn.Conv2d(3 * M, 3 * M, 1), nn.ReLU(),
+            nn.Conv2d(3 * M, 3 * K * M, 1),
+        )
+        self.z_prior = FactorizedPrior(N)
+        levels = len(lambdas)
+        ramp = torch.linspace(-1.0, 1.0, levels).unsqueeze(1).repeat(1, M)
+        self.log_gain = nn.Parameter(ramp.clone())
+        self.log_inv_gain = nn.Parameter(-ramp.clone())
+
+    @classmethod
+    def from_config(cls, config: dict) -> "GMM":
+        return cls(config["N"], config["M"], config["K"], config["lambdas"])
+
+    gains = CAE.gains
+
+    def mixture(self, hyper: torch.Tensor, y_hat: torch.Tensor):
+        """(weights, means, scales), each (B, K, M, H, W), from hyper features and decoded anchors."""
+        ctx = self.context(y_hat * anchor_mask(y_hat))
+        params = self.entropy_parameters(torch.cat([hyper, ctx], dim=1))
+        b, _, h, w = params.shape
+        params = params.view(b, 3, self.K, self.M, h, w)
+        weights = torch.softmax(params[:, 0], dim=1)
+        return weights, params[:, 1], torch.exp(params[:, 2]).clamp(0.11, 256.0)
+
+    def estimate(self, x: torch.Tensor, position: float):
+        """Evaluation with real rounding: (estimated bits from the float models, x_hat)."""
+        g, ig = self.gains(position)
+        y = torch.round(self.g_a(x) * g.view(1, -1, 1, 1))
+        z = torch.round(self.h_a(y))
+        weights, means, scales = self.mixture(self.h_s(z), y)
+        bits = -torch.log2(gmm_likelihood(y, weights, means, scales)).sum() - torch.log2(self.z_prior.likelihood(z)).sum()
+        return bits, self.g_s(y * ig.view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor, level: int):
+        g = torch.exp(self.log_gain[level]).view(1, -1, 1, 1)
+        ig = torch.exp(self.log_inv_gain[level]).view(1, -1, 1, 1)
+        y = self.g_a(x) * g
+        z = self.h_a(y)
+        z_lik = self.z_prior.likelihood(quantize_noise(z))
+        hyper = self.h_s(quantize_ste(z))
+        # Rate on noisy y; the context sees rounded anchors (what the decoder has).
+        y_round = quantize_ste(y)
+        weights, means, scales = self.mixture(hyper, y_round)
+        y_lik = gmm_likelihood(quantize_noise(y), weights, means, scales)
+        x_hat = self.g_s(y_round * ig)
+        return x_hat, torch.cat([y_lik.flatten(), z_lik.flatten()])
+
+
+def anchor_mask(y: torch.Tensor) -> torch.Tensor:
+    """1 at checkerboard anchors ((row + col) even), 0 elsewhere; shape (1, 1, H, W)."""
+    h, w = y.shape[-2:]
+    rows = torch.arange(h, device=y.device).view(-1, 1)
+    cols = torch.arange(w, device=y.device).view(1, -1)
+    return ((rows + cols) % 2 == 0).to(y.dtype).view(1, 1, h, w)
+
+
+class MaskedCheckerboardConv(nn.Conv2d):
+    """5x5 conv that only looks at checkerboard anchor neighbours (He et al. 2021)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(cin, cout, 5, padding=2)
+        mask = torch.zeros(1, 1, 5, 5)
+        mask[..., 0::2, 1::2] = 1
+        mask[..., 1::2, 0::2] = 1
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x):
+        return nn.functional.conv2d(x, self.weight * self.mask, self.bias, padding=2)
+
+
 def build(config: dict):
     """Network from its config dict (as stored in the registry and the weights metadata)."""
     arch = config.get("arch")
     if arch == "cae":
         return CAE.from_config(config)
+    if arch == "gmm":
+        return GMM.from_config(config)
+    if arch == "rnn":  # the rnn codec's recurrent networks live in their own module
+        from .rnn_models import RNNCodecNet
+        return RNNCodecNet.from_config(config)
     raise ValueError(f"unknown network architecture {arch!r}")

@@ -1,0 +1,165 @@
+"""Training and export for the rnn codec (`mlimg train rnn`, or `python -m mlimg.train_rnn`).
+
+As in Toderici et al. 2017: 32x32 crops of photos, 16 iterations per step, loss = mean over
+iterations of the L1 residual, stochastic binarisation with a straight-through gradient, Adam.
+Checkpoints (safetensors, model + Adam moments, JSON step counter) go to the run folder every
+few minutes; rerunning the same command resumes. Export writes mlimg/weights/rnn-v1-<sha>.safetensors
+with the integer context-model prior (counts measured on training crops) and a registry entry.
+
+    nice -n 19 python -m mlimg.train_rnn --out runs/rnn
+    python -m mlimg.train_rnn --export runs/rnn
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--data", default="../shared/data/bsds500", help="folder of training images")
+    parser.add_argument("--out", default="runs/rnn", help="run folder for checkpoints and log")
+    parser.add_argument("--steps", type=int, default=10**9, help="stop after this many steps")
+    parser.add_argument("--crop", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--iterations", type=int, default=16, help="coding iterations per training step")
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--cell", choices=("gru", "lstm"), default="gru")
+    parser.add_argument("--reconstruction", choices=("additive", "oneshot"), default="additive")
+    parser.add_argument("--no-residual-scaling", action="store_true")
+    parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
+    parser.add_argument("--export", metavar="RUN", default=None,
+                        help="instead of training: export RUN's checkpoint to mlimg/weights and register it")
+
+
+def run(args) -> int:
+    if args.export:
+        model_id = export(Path(args.export), Path(args.data))
+        print(f"registered {model_id}")
+        return 0
+    return train(args)
+
+
+def train(args) -> int:
+    import torch
+
+    from .nn.rnn_models import RNNCodecNet
+    from .train import load_checkpoint, load_images, random_batch, save_checkpoint
+
+    torch.set_num_threads(args.threads)
+    run_dir = Path(args.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(run_dir / "train.log", "a")
+
+    def say(msg: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        print(line, file=log, flush=True)
+        print(line, flush=True)
+
+    config = {"cell": args.cell, "reconstruction": args.reconstruction,
+              "residual_scaling": not args.no_residual_scaling, "train_iterations": args.iterations}
+    meta = {"step": 0}
+    if (run_dir / "checkpoint.json").exists():
+        config = json.loads((run_dir / "checkpoint.json").read_text())["config"]
+    torch.manual_seed(args.seed)
+    net = RNNCodecNet(config)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    if (run_dir / "checkpoint.json").exists():
+        meta = load_checkpoint(run_dir, net, opt, "cpu")
+        say(f"resumed at step {meta['step']}")
+    images = load_images(Path(args.data))
+    say(f"{len(images)} training images, config {net.config}")
+    command = "python -m mlimg.train_rnn " + " ".join(sys.argv[1:])
+    step, last_ckpt, t0, running = meta["step"], time.time(), time.time(), []
+    while step < args.steps:
+        rng = np.random.default_rng([args.seed, step])  # batch order from (seed, step): resumable
+        torch.manual_seed(args.seed * 1_000_003 + step)
+        x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch)) - 0.5
+        lr = args.lr * (0.5 if step > 20000 else 1.0)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        losses = net(x, net.config["train_iterations"])
+        loss = torch.stack(losses).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        running.append([float(v) for v in losses])
+        if step % 50 == 0:
+            avg = np.mean(running, axis=0)
+            psnr = [-20 * np.log10(max(avg[i], 1e-9) * 1.25) for i in (0, 3, 7, len(avg) - 1)]  # L1 -> rough PSNR
+            say(f"step {step} loss {avg.mean():.5f} L1 it1/4/8/last {avg[0]:.4f} {avg[3]:.4f} {avg[7]:.4f} "
+                f"{avg[-1]:.4f} (~{psnr[0]:.1f}/{psnr[1]:.1f}/{psnr[2]:.1f}/{psnr[3]:.1f} dB) "
+                f"{(time.time() - t0) / 50:.2f} s/step")
+            running, t0 = [], time.time()
+        if time.time() - last_ckpt > args.checkpoint_every or step == args.steps:
+            save_checkpoint(run_dir, net, opt, {"step": step, "config": net.config, "command": command})
+            last_ckpt = time.time()
+            say(f"checkpoint at step {step}")
+    return 0
+
+
+# ---------------------------------------------------------------- export
+
+
+def export(run_dir: Path, data: Path, n_crops: int = 64) -> str:
+    """Checkpoint -> shipped weights + context prior counts + registry entry (old rnn default removed)."""
+    import tempfile
+
+    import torch
+    from safetensors.torch import load_file
+
+    from .nn import store
+    from .nn.binary_context import prior_counts
+    from .nn.rnn_models import RNNCodecNet
+    from .codecs.rnn import encode_bits
+    from .train import load_images, random_batch
+
+    meta = json.loads((run_dir / "checkpoint.json").read_text())
+    net = RNNCodecNet(meta["config"])
+    tensors = load_file(str(run_dir / "checkpoint.safetensors"))
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    net.eval()
+    # Context prior: bit statistics of the trained encoder on 128x128 training crops.
+    images = load_images(data)
+    crops = random_batch(images, np.random.default_rng(1234), 128, n_crops)
+    planes = []
+    with torch.inference_mode():
+        for crop in crops:
+            planes.append(encode_bits(net, crop.transpose(1, 2, 0), 16))
+    tables = {"context_prior": prior_counts(planes)}
+    store.WEIGHTS_DIR.mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=store.WEIGHTS_DIR, suffix=".tmp", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    sha = store.save_weights(tmp_path, net, tables, net.config)
+    model_id = f"rnn-v1-{sha[:8]}"
+    final = store.WEIGHTS_DIR / f"{model_id}.safetensors"
+    tmp_path.replace(final)
+    reg = json.loads(store.REGISTRY.read_text()) if store.REGISTRY.exists() else {"default": {}, "models": {}}
+    old = reg["default"].get("rnn")
+    if old and old != model_id and old in reg["models"]:
+        (store.WEIGHTS_DIR / reg["models"].pop(old)["file"]).unlink(missing_ok=True)
+    reg["models"][model_id] = {
+        "method": "rnn", "file": final.name, "sha256": sha, "config": net.config,
+        "training": {"command": meta.get("command"), "steps": meta["step"]},
+    }
+    reg["default"]["rnn"] = model_id
+    store.REGISTRY.write_text(json.dumps(reg, indent=1) + "\n")
+    return model_id
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlimg.train_rnn", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

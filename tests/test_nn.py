@@ -1,0 +1,114 @@
+"""mlimg.nn: layers, entropy models, integer tables, checkpoints."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mlimg.nn import entropy_models as em  # noqa: E402
+from mlimg.nn.integer import FREQ_BITS, factorized_freqs, freqs_to_probs, pmf_to_freqs  # noqa: E402
+from mlimg.nn.layers import GDN, ResidualBlockStride, ResidualBlockUpsample, SimplifiedAttention  # noqa: E402
+
+
+def test_gdn_normalises_and_igdn_multiplies():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 5, 5) * 3
+    y = GDN(4)(x)
+    assert torch.all(y.abs() <= x.abs() + 1e-6)  # beta = 1, gamma >= 0: division shrinks
+    z = GDN(4, inverse=True)(x)
+    assert torch.all(z.abs() >= x.abs() - 1e-6)
+
+
+def test_cheng_blocks_shapes():
+    x = torch.randn(1, 8, 16, 12)
+    assert ResidualBlockStride(8, 6)(x).shape == (1, 6, 8, 6)
+    assert ResidualBlockUpsample(8, 6)(x).shape == (1, 6, 32, 24)
+    assert SimplifiedAttention(8)(x).shape == x.shape
+
+
+def test_quantize_ste_rounds_forward_and_passes_gradient():
+    x = torch.tensor([0.4, 1.6, -2.5], requires_grad=True)
+    y = em.quantize_ste(x)
+    assert torch.equal(y, torch.round(x.detach()))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones(3))
+
+
+def test_factorized_prior_is_a_distribution():
+    torch.manual_seed(0)
+    prior = em.FactorizedPrior(3)
+    centres = torch.arange(-200, 201, dtype=torch.float32).view(1, 1, -1).repeat(3, 1, 1)
+    mass = prior.bin_probs(centres).sum(dim=-1)
+    assert torch.allclose(mass, torch.ones_like(mass), atol=1e-3)
+
+
+def test_gaussian_and_mixture_bins_sum_to_one():
+    y = torch.arange(-60, 61, dtype=torch.float64).view(1, 1, -1, 1)
+    p = em.gaussian_likelihood(y, torch.tensor(1.3, dtype=torch.float64), torch.tensor(4.0, dtype=torch.float64))
+    assert abs(p.sum().item() - 1) < 1e-6
+    k = 3
+    weights = torch.softmax(torch.tensor([0.1, 1.0, -0.5], dtype=torch.float64), 0).view(1, k, 1, 1, 1)
+    means = torch.tensor([-3.0, 0.0, 5.0], dtype=torch.float64).view(1, k, 1, 1, 1)
+    scales = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64).view(1, k, 1, 1, 1)
+    pm = em.gmm_likelihood(y, weights.expand(1, k, 1, 121, 1), means.expand(1, k, 1, 121, 1), scales.expand(1, k, 1, 121, 1))
+    assert abs(pm.sum().item() - 1) < 1e-6
+
+
+def test_pmf_to_freqs_rows_sum_exactly_and_never_zero():
+    rng = np.random.default_rng(0)
+    pmf = rng.random((5, 40)) ** 8
+    pmf[0] = 0
+    pmf[0, 3] = 1
+    f = pmf_to_freqs(pmf)
+    assert np.all(f >= 1) and np.all(f.sum(axis=1) == 1 << FREQ_BITS)
+    assert np.argmax(f[0]) == 3
+    assert np.array_equal(freqs_to_probs(f), f / f.sum(axis=1, keepdims=True))
+
+
+def test_factorized_freqs_shape_and_escape_column():
+    torch.manual_seed(0)
+    f = factorized_freqs(em.FactorizedPrior(2), latent_range=10)
+    assert f.shape == (2, 22) and np.all(f.sum(axis=1) == 1 << FREQ_BITS)
+
+
+def test_checkpoint_resume_restores_model_and_adam(tmp_path):
+    from mlimg import train
+    from mlimg.nn.models import build
+
+    torch.manual_seed(0)
+    net = build({"arch": "cae", "N": 4, "M": 4, "lambdas": [0.01, 0.1]})
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.rand(2, 3, 32, 32)
+    x_hat, lik = net(x, 1)
+    ((x_hat - x) ** 2).mean().add(-torch.log2(lik).mean()).backward()
+    opt.step()
+    train.save_checkpoint(tmp_path, net, opt, {"step": 7})
+    net2 = build({"arch": "cae", "N": 4, "M": 4, "lambdas": [0.01, 0.1]})
+    opt2 = torch.optim.Adam(net2.parameters(), lr=1e-3)
+    meta = train.load_checkpoint(tmp_path, net2, opt2, torch.device("cpu"))
+    assert meta["step"] == 7
+    for (name, a), b in zip(net.state_dict().items(), net2.state_dict().values()):
+        assert torch.equal(a, b), name
+    p1, p2 = next(net.parameters()), next(net2.parameters())
+    assert torch.equal(opt.state[p1]["exp_avg_sq"], opt2.state[p2]["exp_avg_sq"])
+
+
+def test_random_batch_is_a_pure_function_of_the_seed():
+    from mlimg.train import random_batch
+
+    images = [np.random.default_rng(i).integers(0, 256, (40, 50, 3), dtype=np.uint8) for i in range(3)]
+    a = random_batch(images, np.random.default_rng([0, 5]), 16, 4)
+    b = random_batch(images, np.random.default_rng([0, 5]), 16, 4)
+    assert a.shape == (4, 3, 16, 16) and a.dtype == np.float32 and np.array_equal(a, b)
+
+
+def test_gains_interpolate_exponentially_and_monotonically():
+    from mlimg.nn.models import build
+
+    net = build({"arch": "cae", "N": 4, "M": 4, "lambdas": [0.01, 0.02, 0.04]})
+    g0, _ = net.gains(0.0)
+    g1, _ = net.gains(1.0)
+    gh, _ = net.gains(0.5)
+    assert torch.allclose(gh, torch.sqrt(g0 * g1))
+    assert torch.all(net.gains(2.0)[0] > g1) and torch.all(g1 > g0)

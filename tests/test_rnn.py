@@ -1,0 +1,236 @@
+"""rnn: Pillow round trips, determinism, one ITER chunk per iteration, progressive decoding of
+truncated files and of `iterations=n`, the binary context coder, corrupt payloads. All with a
+tiny randomly initialised model (no trained weights needed)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from PIL import Image, ImageFile
+
+import mlimg  # noqa: F401  (registers the format)
+from mlimg import codecs, container
+from mlimg.codecs import rnn as rnn_mod
+from mlimg.codecs.base import CodecError, Header
+
+torch = pytest.importorskip("torch")
+
+TINY = {"arch": "rnn", "bits": 8, "enc": [8, 8, 8, 16], "dec": [16, 16, 16, 8, 8], "train_iterations": 4}
+MODEL_ID = "rnn-test-tiny"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny rnn network with fixed-seed random weights, registered under a test-only id."""
+    from mlimg.nn import store
+    from mlimg.nn.models import build
+
+    torch.manual_seed(4321)
+    net = build(TINY)
+    path = tmp_path_factory.mktemp("weights") / "rnn-tiny.safetensors"
+    store.save_weights(path, net, {}, net.config)
+    store.register(MODEL_ID, "rnn", path, net.config)
+    return MODEL_ID
+
+
+def smooth_image(h, w, channels=3, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = [128 + 100 * np.sin(xx / (5 + 3 * c) + yy / (7 + c)) for c in range(channels)]
+    img = np.clip(np.stack(base, axis=-1) + rng.normal(0, 8, (h, w, channels)), 0, 255).astype(np.uint8)
+    return img[..., 0] if channels == 1 else img
+
+
+def save(array, **opts) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="MLIMG", method="rnn", model=MODEL_ID, **opts)
+    return buf.getvalue()
+
+
+def load(data: bytes, **decode_options) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        im.decode_options = decode_options
+        im.load()
+        return np.asarray(im)
+
+
+def iter_boundaries(data: bytes) -> list[int]:
+    """File offsets just after each ITER chunk."""
+    parsed = container.parse(data)
+    return [c.offset + 12 + len(c.data) for c in parsed.chunks if c.type == "ITER"]
+
+
+@pytest.mark.parametrize("mode,shape", [("RGB", (21, 35, 3)), ("L", (16, 16)), ("RGBA", (9, 40, 4)), ("RGB", (1, 1, 3))])
+def test_round_trip_through_pillow(tiny_model, mode, shape):
+    rng = np.random.default_rng(1)
+    array = rng.integers(0, 256, shape, dtype=np.uint8)
+    data = save(array, quality=30)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "MLIMG" and im.mode == mode and im.size == (shape[1], shape[0])
+        assert im.info["model_id"] == MODEL_ID
+        assert im.info["iterations"] == rnn_mod.iterations_for_quality(30)
+        im.load()
+        out = np.asarray(im)
+    assert out.shape == array.shape
+    if mode == "RGBA":  # alpha is lossless
+        assert np.array_equal(out[..., 3], array[..., 3])
+
+
+def test_encoding_and_decoding_are_deterministic(tiny_model):
+    img = smooth_image(24, 40)
+    a, b = save(img, quality=50), save(img, quality=50)
+    assert a == b
+    assert np.array_equal(load(a), load(a))
+
+
+def test_one_iter_chunk_per_iteration_and_rate_grows(tiny_model):
+    img = smooth_image(32, 48)
+    sizes = []
+    for quality in (1, 40, 100):
+        data = save(img, quality=quality)
+        types = [c.type for c in container.parse(data).chunks]
+        n = rnn_mod.iterations_for_quality(quality)
+        assert types.count("ITER") == n and types.index("RNNH") < types.index("ITER")
+        sizes.append(len(data))
+    assert sizes[0] < sizes[1] < sizes[2]
+    assert [c.type for c in container.parse(save(img, iterations=5)).chunks].count("ITER") == 5
+
+
+def test_quality_maps_monotonically_onto_1_to_16_iterations():
+    its = [rnn_mod.iterations_for_quality(q) for q in range(1, 101)]
+    assert its[0] == 1 and its[-1] == 16 and all(a <= b for a, b in zip(its, its[1:]))
+    for n in range(1, 17):
+        assert rnn_mod.iterations_for_quality(rnn_mod.quality_for_iterations(n)) == n
+
+
+def test_truncated_files_decode_progressively(tiny_model):
+    img = smooth_image(32, 32)
+    data = save(img, iterations=6)
+    full = load(data)
+    ends = iter_boundaries(data)
+    assert len(ends) == 6
+    previews = [load(data, iterations=k) for k in range(1, 7)]
+    assert np.array_equal(previews[-1], full)
+    assert not np.array_equal(previews[0], full)  # fewer iterations really decode less
+    for k, end in enumerate(ends[:-1], start=1):
+        cut = data[:end]
+        with Image.open(io.BytesIO(cut)) as im:
+            assert "truncated" in im.info
+            with pytest.raises(OSError, match="truncated"):
+                im.load()
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            assert np.array_equal(load(cut), previews[k - 1])  # exactly the k iterations it holds
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def test_iterations_decode_option_is_checked(tiny_model):
+    data = save(smooth_image(16, 16), iterations=2)
+    assert np.array_equal(load(data, iterations=10), load(data))  # more than present: all of them
+    with pytest.raises(ValueError, match="iterations"):
+        load(data, iterations=0)
+
+
+def test_bad_save_options_list_valid_values(tiny_model):
+    with pytest.raises(ValueError, match="1..100"):
+        save(smooth_image(8, 8), quality=0)
+    with pytest.raises(ValueError, match="iterations"):
+        save(smooth_image(8, 8), iterations=1000)
+    with pytest.raises(ValueError, match="valid options"):
+        save(smooth_image(8, 8), colour="yes")
+
+
+def _codec_chunks(data: bytes):
+    parsed = container.parse(data)
+    h = parsed.header
+    return Header(h.width, h.height, h.mode, h.method, h.method_version), [
+        (c.type, c.data) for c in parsed.chunks if c.type in ("RNNH", "ITER", "ALPH")], container.parse_model_payload(parsed.find("MODL").data)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda ch: [ch[0], ch[2], ch[1]] + ch[3:], "iteration index"),
+    (lambda ch: ch[:1] + ch[2:], "iteration index"),
+    (lambda ch: [("RNNH", ch[0][1][:-1])] + ch[1:], "RNNH"),
+    (lambda ch: [("RNNH", ch[0][1][:2] + b"\x00\x09" + ch[0][1][4:])] + ch[1:], "latent size"),
+    (lambda ch: ch[1:], "RNNH"),
+    (lambda ch: ch[:-1], "only 2 of the 3"),
+    (lambda ch: ch[:2] + [("ITER", ch[2][1] + b"\x01")], "32-bit words"),
+])
+def test_corrupt_payloads_raise_codec_errors(tiny_model, damage, message):
+    header, chunks, model = _codec_chunks(save(smooth_image(16, 16), iterations=3))
+    with pytest.raises(CodecError, match=message):
+        codecs.get("rnn").decode(header, damage(chunks), model=model)
+
+
+@settings(max_examples=15)
+@given(st.binary(min_size=0, max_size=64))
+def test_garbage_iteration_data_never_leaks_other_errors(tiny_model, garbage):
+    header, chunks, model = _codec_chunks(save(smooth_image(16, 16), iterations=2))
+    chunks = chunks[:1] + [("ITER", b"\x00" + garbage)]
+    try:
+        out = codecs.get("rnn").decode(header, chunks, model=model, truncated=True)
+    except CodecError:
+        return
+    assert out.shape == (16, 16, 3)
+
+
+# ---------------------------------------------------------------- the binary context coder
+
+
+@settings(max_examples=20)
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**32 - 1), st.booleans())
+def test_context_coder_round_trips(iterations, channels, h, w, seed, use_prior):
+    from mlimg.nn.binary_context import ContextCounts, context_count, decode_iteration, encode_iteration
+
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2, (iterations, channels, h, w), dtype=np.uint8)
+    prior = rng.integers(0, 50, (context_count(channels), 2)) if use_prior else None
+    enc_counts, dec_counts = ContextCounts(channels, prior), ContextCounts(channels, prior)
+    prev = None
+    for t in range(iterations):
+        data = encode_iteration(t, bits[t], prev, enc_counts)
+        assert np.array_equal(decode_iteration(t, data, bits.shape[1:], prev, dec_counts), bits[t])
+        prev = bits[t]
+    assert np.array_equal(enc_counts.counts, dec_counts.counts)
+
+
+def test_context_coder_exploits_redundancy():
+    from mlimg.nn.binary_context import ContextCounts, encode_iteration, prior_counts
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 2, (2, 8, 24, 24), dtype=np.uint8)
+    repeated = np.repeat(noise[:1], 2, axis=0)  # iteration 1 repeats iteration 0
+    repeated[:, 1::2] = repeated[:, ::2]  # odd channels repeat the even ones
+
+    def size(bits, prior=None):
+        counts, prev, total = ContextCounts(8, prior), None, 0
+        for t in range(bits.shape[0]):
+            total += len(encode_iteration(t, bits[t], prev, counts))
+            prev = bits[t]
+        return total
+
+    raw = noise.size / 8
+    assert size(noise) > 0.95 * raw
+    assert size(repeated) < 0.45 * raw
+    assert size(repeated, prior_counts([repeated])) < size(repeated)
+
+
+# ---------------------------------------------------------------- networks
+
+
+@pytest.mark.parametrize("extra", [{}, {"cell": "lstm"}, {"reconstruction": "oneshot"}, {"residual_scaling": False}])
+def test_network_variants_train_and_code(extra):
+    from mlimg.nn.rnn_models import RNNCodecNet
+
+    torch.manual_seed(0)
+    net = RNNCodecNet({**TINY, **extra})
+    losses = net(torch.rand(2, 3, 32, 32) - 0.5, 3)
+    assert len(losses) == 3 and all(torch.isfinite(v) for v in losses)
+    torch.stack(losses).mean().backward()
+    net.eval()
+    bits = rnn_mod.encode_bits(net, np.random.default_rng(0).random((20, 20, 3), dtype=np.float32), 3)
+    assert bits.shape == (3, 8, 2, 2) and set(np.unique(bits)) <= {0, 1}
+    assert rnn_mod.decode_image(net, bits, 2, 2).shape == (32, 32, 3)
