@@ -184,6 +184,8 @@ def cmd_decode(args) -> int:
 
     with Image.open(args.input, formats=["MLIMG"]) as im:
         im.decode_options = parse_options(args.option)
+        if args.iterations is not None:  # progressive methods (rnn): decode only the first N
+            im.decode_options["iterations"] = args.iterations
         try:
             im.load()
         except ValueError as exc:
@@ -240,6 +242,7 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="decode option (repeatable)")
+    p.add_argument("--iterations", type=int, metavar="N", help="progressive methods (rnn): decode only the first N iterations")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("methods", help="list methods, their modes and options")

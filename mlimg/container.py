@@ -13,6 +13,7 @@ names the chunk and its file offset.
 """
 from __future__ import annotations
 
+import io
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -364,8 +365,6 @@ def _parse_chunk(raw: bytes, offset: int) -> RawChunk:
 
 def parse(data: bytes, *, allow_truncated: bool = False) -> MlimgFile:
     """Parse a whole .mlimg file from bytes."""
-    import io
-
     data = bytes(data)
     header, consumed = read_header(io.BytesIO(data))
     chunks, truncated, end = read_chunks(data[consumed:], consumed, allow_truncated=allow_truncated)

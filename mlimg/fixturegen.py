@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import io
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -224,10 +225,15 @@ def build_invalid(defect) -> dict[str, bytes]:
         "why": defect.why,
         "error": defect.error,
         "message_contains": defect.fragment,
-        "message": str(error),  # informative: what this decoder says
+        "message": _stable_message(error),  # informative: what this decoder says
         "bytes": len(defect.data),
     }
     return {"input.mlimg": defect.data, "expected.json": _dump(expected)}
+
+
+def _stable_message(error: BaseException) -> str:
+    """The message without object addresses ("<_io.BytesIO object at 0x7f...>"), so reruns match."""
+    return re.sub(r"<[\w.]+ object at 0x[0-9a-fA-F]+>", "<file>", str(error))
 
 
 def decode_error(data: bytes) -> BaseException | None:

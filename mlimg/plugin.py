@@ -156,8 +156,19 @@ class MlimgImageFile(ImageFile.ImageFile):
         self._roles = roles
         self._truncated = truncated
         self.decode_options: dict[str, Any] = {}
+        self._decoded: bytes | None = None
         self.info.update(self._describe(header, chunks, roles, codec, truncated))
-        self.tile = [ImageFile._Tile(FORMAT, (0, 0, *self.size), 0, (self._decode_pixels, _RAWMODES[header.mode]))]
+        self.tile = [ImageFile._Tile(FORMAT, (0, 0, *self.size), 0, (self._take_decoded, _RAWMODES[header.mode]))]
+
+    def load(self):
+        if self.tile and self._decoded is None:
+            # Decode before Pillow allocates the image, so a corrupt file costs no pixel memory.
+            self._decoded = self._decode_pixels()
+        return super().load()
+
+    def _take_decoded(self) -> bytes:
+        data, self._decoded = self._decoded, None
+        return data
 
     @staticmethod
     def _describe(header, chunks, roles, codec, truncated) -> dict[str, Any]:
@@ -189,7 +200,7 @@ class MlimgImageFile(ImageFile.ImageFile):
         return info
 
     def _decode_pixels(self) -> bytes:
-        """Run the codec; called by Pillow's load() through _MlimgDecoder."""
+        """Run the codec and return the pixel bytes in the tile's rawmode."""
         header, codec = self._header, self._codec
         if self._truncated and not ImageFile.LOAD_TRUNCATED_IMAGES:
             raise OSError(f"image file is truncated: {self._truncated}")
@@ -303,6 +314,10 @@ def encode_file(pixels: np.ndarray, mode: str, method: str, options: dict[str, A
     codec = codecs.get(method)
     opts = codec.validate_options(mode, options)
     encoded = codec.encode(pixels, mode, opts)
+    owned = {spec.type for spec in codec.chunk_specs}
+    stray = sorted({chunk_type for chunk_type, _ in encoded.chunks} - owned)
+    if stray:  # a decoder would refuse such a file, so never write it
+        raise RuntimeError(f"method {method!r} produced chunk(s) {', '.join(stray)} missing from its chunk_specs")
     if codec.needs_model and encoded.model is None:
         raise ValueError(f"method {method!r} needs a model but its encoder returned none")
     height, width = pixels.shape[:2]
@@ -350,6 +365,8 @@ def _save(im: Image.Image, fp, filename) -> None:
     budget_keys = {k: info.pop(k, None) for k in _RATE_KEYS}
     for key in _PILLOW_KEYS:
         info.pop(key, None)
+    if not (1 <= im.width <= container.MAX_DIMENSION and 1 <= im.height <= container.MAX_DIMENSION):
+        raise ValueError(f"image size {im.width}x{im.height} is outside 1..{container.MAX_DIMENSION}")
     metadata = _metadata_chunks(im, info)
     converted = _to_supported_mode(im)
     pixels = image_pixels(converted)

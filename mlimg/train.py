@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = ("cae", "gmm")
+METHODS = ("cae", "gmm", "rnn")  # rnn trains in mlimg/train_rnn.py
 KODAK_EVAL = ("kodim01.png", "kodim08.png", "kodim23.png")
 
 
@@ -43,6 +43,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if args.method == "rnn":
+        from .train_rnn import run_from_train_command
+        return run_from_train_command(args)
     if args.export:
         from .nn import store
 

@@ -91,7 +91,7 @@ def train(args) -> int:
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         step += 1
-        running.append([float(v) for v in losses])
+        running.append([float(v.detach()) for v in losses])
         if step % 50 == 0:
             avg = np.mean(running, axis=0)
             psnr = [-20 * np.log10(max(avg[i], 1e-9) * 1.25) for i in (0, 3, 7, len(avg) - 1)]  # L1 -> rough PSNR
@@ -153,6 +153,21 @@ def export(run_dir: Path, data: Path, n_crops: int = 64) -> str:
     reg["default"]["rnn"] = model_id
     store.REGISTRY.write_text(json.dumps(reg, indent=1) + "\n")
     return model_id
+
+
+def run_from_train_command(train_args) -> int:
+    """`mlimg train rnn ...`: take the shared options of mlimg/train.py, rnn defaults for the rest
+    (32x32 crops as in the paper; the cae-specific options are ignored)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    for key in ("data", "steps", "batch", "lr", "seed", "threads", "checkpoint_every", "export"):
+        if hasattr(train_args, key):
+            setattr(args, key, getattr(train_args, key))
+    args.out = getattr(train_args, "out", None) or "runs/rnn"
+    if getattr(train_args, "batch", None) == 8 and getattr(train_args, "lr", None) == 2e-4:
+        args.lr = 1e-3  # train.py's cae defaults: keep the rnn learning rate
+    return run(args)
 
 
 def main(argv=None) -> int:

@@ -44,7 +44,8 @@ class FakeQuantCodec(Codec):
         return np.clip(q.astype(np.int32) * step + step // 2, 0, 255).astype(np.uint8)
 
     def bench_report(self, imgs):
-        return f"fake report over {len(imgs)} images"
+        shapes = {np.asarray(im).shape for im in imgs}
+        return f"fake report over {len(imgs)} images of shapes {sorted(shapes)}"
 
 
 class FakeLosslessCodec(Codec):
@@ -136,7 +137,7 @@ def test_bench_end_to_end(tmp_path, image_dir, published_dir, fake_methods):
     summary = (out / "summary.md").read_text()
     assert summary == result.summary
     for text in ("## BD-rate / BD-PSNR", "VTM 4:4:4 intra (published)", "BPG 4:4:4 (published)",
-                 "mlimg fakeq", "## Speed and memory", "fake report over 2 images",
+                 "mlimg fakeq", "## Speed and memory", "fake report over 2 images of shapes [(40, 48, 3)]",
                  "deliberately broken", "## How these numbers are made"):
         assert text in summary, text
     fake_row = next(line for line in summary.splitlines() if line.startswith("| mlimg fakeq") and "%" in line)

@@ -104,3 +104,12 @@ def test_console_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "mlimg.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "info" in result.stdout and "encode" in result.stdout and "decode" in result.stdout
+
+
+def test_help_imports_no_heavy_module():
+    code = (
+        "import sys\nfrom mlimg import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'sklearn', 'mlimg.bench', 'mlimg.train') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

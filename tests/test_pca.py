@@ -63,18 +63,22 @@ def test_round_trip_shape_mode_determinism(h, w, mode, pca_mode, quality, block,
 @given(h=st.integers(1, 30), w=st.integers(1, 30), mode=st.sampled_from(["L", "RGB"]),
        seed=st.integers(0, 1000), block=st.sampled_from([8, 16]))
 def test_error_within_quantiser_bound(h, w, mode, seed, block):
-    """At quality 100, 4:4:4, the step is ~1.1 levels: even noise comes back within a few levels."""
+    """At quality 100, 4:4:4, the step is 2.4 levels; the dead-zone quantiser errs by at most 0.66 step
+    per coefficient, and the orthonormal-ish transform keeps that RMS in each Y/Cb/Cr plane
+    (the RGB conversion amplifies chroma error by at most ~1.8)."""
     x = np.random.default_rng(seed).integers(0, 256, (h, w, *CHANNELS[mode]), dtype=np.uint8)
     _, y, _ = _round_trip(x, mode, quality=100, subsampling="4:4:4", block=block)
-    err = np.abs(y.astype(int) - x)
-    assert np.sqrt(np.mean(err.astype(float) ** 2)) < 1.5
-    assert err.max() <= 8
+    err = (y.astype(float) - x).reshape(-1, 1 if mode == "L" else 3)
+    bound = 0.66 * 2.4 + 0.5  # + final rounding to 8 bits
+    assert np.sqrt(np.mean(err ** 2)) < bound * (1.0 if mode == "L" else 1.8)
+    assert np.abs(err).max() <= 16
 
 
 def test_rows_mode_near_lossless_with_all_variance():
     x = _smooth(24, 31, "RGB")
     encoded, y, header = _round_trip(x, "RGB", mode="rows", quality=100, variance=0.999999)
-    assert np.abs(y.astype(int) - x).max() <= 2
+    err = y.astype(float) - x  # both factors quantised with step 0.5: small, not zero
+    assert np.sqrt(np.mean(err ** 2)) < 1.5 and np.abs(err).max() <= 8
     info = _codec().describe(header, encoded.chunks)
     assert info["pca_mode"] == "rows" and len(info["pca_components"]) == 3
 
@@ -97,28 +101,44 @@ def test_quality_is_monotone_in_rate(pca_mode):
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
 
 
-def test_real_photo_lands_in_expected_psnr_range():
-    """scikit-learn's sample photo, 192x256 crop: blocks mode beats JPEG-like quality at ~1 bpp."""
+def _sample_photo(name):
+    """A 192x256 crop of a photo shipped with scikit-learn (a test dependency)."""
     from sklearn.datasets import load_sample_image
 
-    x = np.ascontiguousarray(load_sample_image("china.jpg")[100:292, 200:456])
-    encoded, y, _ = _round_trip(x, "RGB")  # defaults: blocks, quality 75
-    bpp = _size(encoded) * 8 / (x.shape[0] * x.shape[1])
-    assert 0.8 < bpp < 4.0 and 33.0 < _psnr(x, y) < 45.0
-    encoded, y, _ = _round_trip(x, "RGB", quality=25)
-    assert _size(encoded) * 8 / x[..., 0].size < 0.8 and 26.0 < _psnr(x, y) < 34.0
-    encoded, y, _ = _round_trip(x, "RGB", mode="rows", quality=50)
-    assert 24.0 < _psnr(x, y) < 45.0
+    return np.ascontiguousarray(load_sample_image(name)[100:292, 200:456])
 
 
-def test_blocks_beat_rows_on_a_photo():
-    from sklearn.datasets import load_sample_image
+def _jpeg_psnr_at(x, bpp):
+    """Pillow JPEG (default settings) PSNR at a rate, interpolated over qualities."""
+    from PIL import Image
 
-    x = np.ascontiguousarray(load_sample_image("flower.jpg")[100:228, 100:292])
-    blocks, yb, _ = _round_trip(x, "RGB", quality=50)
-    rows, yr, _ = _round_trip(x, "RGB", mode="rows", quality=60)
-    # Rows needs more bytes for less quality; compare PSNR per bit loosely.
-    assert _psnr(x, yb) - _psnr(x, yr) > -1.0 or _size(blocks) < _size(rows)
+    rates, psnrs = [], []
+    for q in (10, 30, 50, 75, 90):
+        buf = io.BytesIO()
+        Image.fromarray(x).save(buf, "JPEG", quality=q)
+        rates.append(buf.tell() * 8 / x[..., 0].size)
+        psnrs.append(_psnr(x, np.asarray(Image.open(buf))))
+    return float(np.interp(bpp, rates, psnrs))
+
+
+@pytest.mark.parametrize("name, quality, lo, hi", [
+    ("china.jpg", 25, 23.5, 26.0), ("china.jpg", 50, 28.5, 31.0), ("flower.jpg", 50, 27.5, 30.0),
+])
+def test_real_photo_lands_in_expected_psnr_range(name, quality, lo, hi):
+    """Measured when written: china q25 24.5 dB / q50 29.8 dB, flower q50 28.6 dB; JPEG at the same
+    rate 23.2 / 28.4 / 28.1 dB. Blocks mode must stay in range and ahead of JPEG."""
+    x = _sample_photo(name)
+    encoded, y, _ = _round_trip(x, "RGB", quality=quality)
+    bpp = _size(encoded) * 8 / x[..., 0].size
+    assert lo < _psnr(x, y) < hi
+    assert _psnr(x, y) > _jpeg_psnr_at(x, bpp) + 0.2
+
+
+def test_rows_mode_on_a_photo():
+    x = _sample_photo("flower.jpg")
+    encoded, y, header = _round_trip(x, "RGB", mode="rows", variance=0.95)
+    assert 24.0 < _psnr(x, y) < 40.0
+    assert all(1 <= k < 192 for k in _codec().describe(header, encoded.chunks)["pca_components"])
 
 
 @pytest.mark.parametrize("opts, word", [
@@ -183,6 +203,11 @@ def test_pillow_round_trip_and_info():
     assert im.size == (45, 33) and im.mode == "RGB"
     assert im.info["pca_mode"] == "rows" and len(im.info["pca_components"]) == 3
     assert np.asarray(im).shape == x.shape
-    buf = io.BytesIO()
-    Image.fromarray(x).save(buf, format="MLIMG", method="pca", target_bpp=2.0)
-    assert buf.tell() * 8 / (33 * 45) <= 2.0
+    x = _smooth(96, 128, "RGB")
+    sizes = []
+    for bpp in (0.8, 2.0):
+        buf = io.BytesIO()
+        Image.fromarray(x).save(buf, format="MLIMG", method="pca", target_bpp=bpp)
+        assert buf.tell() * 8 / (96 * 128) <= bpp
+        sizes.append(buf.tell())
+    assert sizes[0] < sizes[1]

@@ -154,6 +154,15 @@ def test_save_by_extension_and_default_method(tmp_path):
     with Image.open(path) as im:
         assert im.format == "MLIMG" and im.info["method"] == plugin.DEFAULT_METHOD
         assert np.array_equal(np.asarray(im), random_pixels("RGB"))
+        assert im.fp is None  # Pillow closed the file after loading
+
+
+def test_corrupt_payload_fails_before_pixel_memory_is_allocated():
+    header = container.FileHeader(4000, 4000, "RGBA", "raw")
+    with reopen(container.build(header, [("RAWD", b"tiny")])) as im:
+        with pytest.raises(OSError, match="RAWD"):
+            im.load()
+        assert im._im is None
 
 
 def test_one_pixel_image():
@@ -190,6 +199,17 @@ def test_unsupported_mode_lists_valid_modes():
         save_bytes(Image.new("CMYK", (2, 2)))
     with pytest.raises(ValueError, match="outside 0..65535"):
         save_bytes(Image.new("I", (2, 2), -1))
+
+
+def test_empty_image_is_refused():
+    with pytest.raises(ValueError, match="image size 0x3 is outside"):
+        save_bytes(Image.new("L", (0, 3)))
+
+
+def test_codec_writing_unregistered_chunks_is_caught(fakes, monkeypatch):
+    monkeypatch.setattr(RowsCodec, "chunk_specs", (ChunkSpec("ROWZ", "other"),))
+    with pytest.raises(RuntimeError, match="ROWS missing from its chunk_specs"):
+        save_bytes(random_image("L"), method="fakerows")
 
 
 def test_unknown_method_and_options_raise_value_error():

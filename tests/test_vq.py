@@ -84,7 +84,7 @@ def test_quality_is_monotone_in_rate():
         enc = CODEC.encode(photo, "RGB", CODEC.validate_options("RGB", {"quality": q}))
         sizes.append(sum(len(p) for _, p in enc.chunks))
     assert sizes == sorted(sizes), sizes
-    assert codebook_for_quality(1) == 4 and codebook_for_quality(100) == 2048
+    assert codebook_for_quality(1) == 4 and codebook_for_quality(100) == 1024
 
 
 def test_eigen_init_is_competitive_with_random_init():

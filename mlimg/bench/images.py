@@ -26,14 +26,14 @@ class TestImage:
         return self.pixels.shape[0]
 
 
-def _repo_relative(*parts: str) -> Path:
-    """A path next to the repository checkout (the folder above mlimg/'s parent)."""
+def _beside_checkout(*parts: str) -> Path:
+    """A path in the folder that holds the repository checkout (…/main/mlimg/bench -> …/<parts>)."""
     return Path(__file__).resolve().parents[3].joinpath(*parts)
 
 
 def find_shared(*parts: str) -> Path | None:
     """../shared/<parts> relative to the working directory, else next to the repository."""
-    for base in (Path.cwd().parent / "shared", _repo_relative("shared")):
+    for base in (Path.cwd().parent / "shared", _beside_checkout("shared")):
         candidate = base.joinpath(*parts)
         if candidate.is_dir():
             return candidate

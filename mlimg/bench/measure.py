@@ -4,15 +4,19 @@ This is the unit of work a bench worker process runs. Everything it returns is
 a plain dict per (image, subject, point) so results pickle cheaply and go
 straight to rows.csv.
 
-Peak memory: on Linux the peak resident set size (VmHWM) is reset before each
-encode/decode by writing 5 to /proc/self/clear_refs, and the reported figure is
-the peak RSS during the call minus the RSS just before it. It sees every
-allocation (numpy, torch, Pillow, libavif...), unlike tracemalloc, but memory
-the allocator had already reserved earlier in the process is not counted, so it
-is a lower bound on the call's working memory. Elsewhere it is NaN.
+Peak memory: on Linux, before each encode/decode the process returns freed
+memory to the OS (gc, Pillow's block cache, glibc malloc_trim) and resets its
+peak resident set size (VmHWM) by writing 5 to /proc/self/clear_refs; the
+reported figure is the peak RSS during the call minus the RSS just before it.
+It sees every allocation (numpy, torch, Pillow, libavif...), unlike tracemalloc,
+but memory still held from earlier (torch's caches, model weights, pages the
+allocator keeps) is not counted, so it is a lower bound on the call's working
+memory. Elsewhere it is NaN.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -56,8 +60,19 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _release_free_memory() -> None:
+    """Hand memory freed by earlier calls back to the OS, so the next call's peak shows up as a rise."""
+    gc.collect()
+    Image.core.clear_cache()  # Pillow keeps freed image blocks for reuse
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # glibc only
+    except (OSError, AttributeError):
+        pass
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     """Run fn(); return (result, wall seconds, peak extra resident memory in MiB or NaN)."""
+    _release_free_memory()  # not timed
     can_measure = _reset_peak_rss()
     before = _proc_status_kb("VmRSS") if can_measure else None
     start = time.perf_counter()

@@ -9,6 +9,7 @@ import numpy as np
 from .. import metrics
 from .aggregate import Curve
 
+PUBLISHED_COLOURS = ("black", "dimgray", "saddlebrown", "darkolivegreen", "slategray", "rosybrown")
 MAX_PLOT_BPP = 3.0  # beyond this the low-rate region, where codecs differ most, gets squashed
 
 
@@ -35,15 +36,21 @@ def rd_plot(path: Path, run: list[Curve], published: list[Curve], metric: str, t
     def values(c: Curve) -> np.ndarray:
         return c.psnr if metric == "psnr" else _ms_ssim_db(c.ms_ssim)
 
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+    fig, ax = plt.subplots(figsize=(11, 6.5), dpi=110)
     drawn = False
     markers = "osD^v<>phX*"
+    # tab20's saturated then light colours, greys left for the published curves.
+    tab20 = plt.get_cmap("tab20").colors
+    colours = [tab20[i] for i in range(0, 20, 2) if i != 14] + [tab20[i] for i in range(1, 20, 2) if i != 15]
     for i, c in enumerate(run):
-        style = {"marker": markers[i % len(markers)], "markersize": 4}
-        style["linewidth"] = 2.2 if c.kind == "method" else 1.2
+        # mlimg methods: thick lines; anchors measured in this run: thin.
+        style = {"marker": markers[i % len(markers)], "markersize": 4, "color": colours[i % len(colours)]}
+        style["linewidth"] = 2.4 if c.kind == "method" else 1.2
         drawn |= _draw(ax, c, values(c), style)
-    for c in published:
-        drawn |= _draw(ax, c, values(c), {"linestyle": "--", "linewidth": 1.0, "alpha": 0.8})
+    for i, c in enumerate(published):
+        # Published curves: dashed, in greys and earth tones so they never match a run curve.
+        colour = PUBLISHED_COLOURS[i % len(PUBLISHED_COLOURS)]
+        drawn |= _draw(ax, c, values(c), {"linestyle": "--", "linewidth": 1.1, "color": colour})
     if not drawn:
         plt.close(fig)
         return False
@@ -60,7 +67,7 @@ def rd_plot(path: Path, run: list[Curve], published: list[Curve], metric: str, t
     ax.set_ylabel("PSNR-RGB (dB)" if metric == "psnr" else "MS-SSIM-RGB (dB, −10·log10(1−MS-SSIM))")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

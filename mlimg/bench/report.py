@@ -90,7 +90,8 @@ def _ratio(value: float, reference: Curve | None, attr: str) -> str:
     base = getattr(reference, attr)
     if not (math.isfinite(value) and math.isfinite(base) and base > 0):
         return "n/a"
-    return f"{value / base:.3g}×"
+    ratio = value / base
+    return f"{ratio:,.0f}×" if ratio >= 100 else f"{ratio:.3g}×"
 
 
 def speed_table(curves: list[Curve], by_name: dict[str, Curve]) -> str:
@@ -199,8 +200,9 @@ def notes(info: RunInfo, n_images: int) -> str:
         "(Toderici et al. 2017 rank codecs by it); n/a if the curve does not span the window.",
         "- Time: wall seconds of `Image.save` and `Image.open(...).load()` in one process, after a warm-up "
         "encode (imports and model loading not timed). Ratios are median vs median. Peak memory: rise of the "
-        "peak resident set during the call (Linux VmHWM reset per call); memory the process had already "
-        "reserved is not counted, so it is a lower bound.",
+        "peak resident set during the call over the resident set just before it (Linux: freed memory "
+        "returned to the OS and VmHWM reset before each call); memory the process still holds from "
+        "earlier (loaded weights, caches) is not counted, so it is a lower bound.",
     ]
     if info.published_dir:
         note = f"- Published curves from `{info.published_dir}` average all 24 Kodak images"

@@ -73,7 +73,7 @@ def choose_subjects(settings: Settings) -> tuple[list[str], dict[str, str]]:
     if not explicit:
         # Methods bring the anchors they are judged against; with no methods, the lossy set.
         wanted = []
-        if not methods or any(not s.lossless for s in loaded):
+        if not loaded or any(not s.lossless for s in loaded):
             wanted += subjects.DEFAULT_ANCHORS
         if any(not s.lossless and any(subjects.palette_size(p) for p in s.points) for s in loaded):
             wanted.append(subjects.PALETTE_ANCHOR)
@@ -124,13 +124,18 @@ def environment() -> dict[str, str]:
 
 
 def _method_reports(names: list[str], images: list[TestImage]) -> dict[str, str]:
+    """Each method's own Markdown section. It gets RGB Pillow images: np.asarray(im) gives the
+    array, so code written for either arrays or images works."""
+    from PIL import Image
+
+    pictures = [Image.fromarray(im.pixels, "RGB") for im in images]
     reports = {}
     for name in names:
         subject = subjects.build(name)
         if subject.kind != "method":
             continue
         try:
-            text = subject.codec.bench_report([im.pixels for im in images])
+            text = subject.codec.bench_report(pictures)
         except Exception as exc:
             text = f"bench_report failed: `{type(exc).__name__}: {exc}`"
         if text:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ChunkSpec, CodecError
+from .base import ChunkSpec
 from .indexmap import Reader, StreamDecoder, StreamEncoder, probs_from_counts_exact, put_varint
 
 ALPHA_CHUNK = ChunkSpec("ALPH", "alpha plane, lossless: u8 kind; constant value or 2-D difference, range-coded")

@@ -309,7 +309,7 @@ def encode_indexmap(imap, vectors) -> bytes:
     if imap.size and (imap.min() < 0 or imap.max() >= k):
         raise ValueError("index out of range")
     height, width = imap.shape
-    order, rank = rank_tables(vectors)
+    _, rank = rank_tables(vectors)
     vecs = np.ascontiguousarray(vectors, dtype=np.int64)
     runs = []  # (group, ctx, symbols) in coding order
     for group, (y, x), nbrs in _passes(height, width):

@@ -156,7 +156,7 @@ def quantize(colors: np.ndarray, height: int, width: int, opts) -> tuple[np.ndar
         ks = [q for q in _AUTO_KS if q <= max(2, len(distinct))]
         curve = [_fit(_sample(samples, 4000), q)[1] for q in ks]
         k = elbow_k(ks, curve) if len(ks) > 1 else 2
-        facts["k_auto"] = {"ks": ks, "inertia": [round(v, 3) for v in curve]}
+        facts.update(k_auto=True, k_auto_curve={"ks": ks, "inertia": [round(v, 3) for v in curve]})
     centres, inertia = _fit(samples, k)
     if lab:  # palette = RGB mean of the sample pixels in each CIELAB cluster
         centres = _means(nearest(samples, centres), rgb_samples, np.ones(len(samples)), len(centres))
@@ -225,14 +225,15 @@ class KMeansCodec(Codec):
         pal = bytearray()
         put_varint(pal, len(palette))
         pal += palette.tobytes()
+        stored = {k: v for k, v in facts.items() if k != "k_auto_curve"}  # the elbow curve stays out of the file
         chunks = [
-            ("kINF", json.dumps(facts, sort_keys=True, separators=(",", ":")).encode()),
+            ("kINF", json.dumps(stored, sort_keys=True, separators=(",", ":")).encode()),
             ("KPAL", bytes(pal)),
             ("KIDX", encode_indexmap(idx.reshape(height, width), palette.astype(np.int64))),
         ]
         if mode == "RGBA":
             chunks.append(("ALPH", encode_alpha(pixels[:, :, 3])))
-        return Encoded(chunks=chunks, info={f"kmeans_{k}": v for k, v in facts.items() if k != "k_auto"})
+        return Encoded(chunks=chunks, info={f"kmeans_{k}": v for k, v in facts.items()})
 
     def decode(self, header, chunks, **_):
         found = _collect(chunks, header.mode)
@@ -261,7 +262,7 @@ class KMeansCodec(Codec):
                 except (UnicodeDecodeError, ValueError):
                     return {}
                 if isinstance(facts, dict):
-                    return {f"kmeans_{k}": v for k, v in facts.items() if k != "k_auto"}
+                    return {f"kmeans_{k}": v for k, v in facts.items()}
         return {}
 
 

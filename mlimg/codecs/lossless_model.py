@@ -25,6 +25,7 @@ PRED_FRAC = 12
 SCALE_FRAC = 8
 FULL_MIN = 512  # passes with fewer pixels use the near neighbours only (fewer weights to store)
 WEIGHT_LIMIT = 1 << 30
+IRLS_ROUNDS = 3  # reweighted least-squares rounds (towards least absolute error)
 CLASS_BITS = 1  # context classes per octave of the scale estimate: 2**CLASS_BITS
 GROUPS = 4  # texture groups with their own predictor in large passes
 GROUP_MIN = 16384
@@ -93,6 +94,7 @@ def groups_from_texture(act: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return np.searchsorted(np.sort(thresholds), act, side="right")
 
 
+
 def fit_thresholds(act: np.ndarray, groups: int) -> np.ndarray:
     if groups == 1 or act.size == 0:
         return np.zeros(groups - 1, np.int64)
@@ -139,10 +141,10 @@ def _solve(feats: np.ndarray, target: np.ndarray, rounds: int) -> np.ndarray:
     return sol
 
 
-def fit_predictor(n0, feats, actual, rounds: int = 1) -> np.ndarray:
+def fit_predictor(n0, feats, actual) -> np.ndarray:
     if feats.shape[0] == 0:
         return np.zeros(feats.shape[1], np.int64)
-    sol = _solve(feats, actual - n0, rounds)
+    sol = _solve(feats, actual - n0, IRLS_ROUNDS)
     return np.clip(np.round(sol * (1 << PRED_FRAC)), -WEIGHT_LIMIT, WEIGHT_LIMIT).astype(np.int64)
 
 

@@ -36,8 +36,12 @@ _MEANS_VECTORS = np.arange(256, dtype=np.int64)[:, None]  # block means ranked b
 
 
 def codebook_for_quality(quality: int) -> int:
-    """Luma codebook size for quality 1..100: 4 at q=1 up to 2048 at q=100, geometric."""
-    return int(round(2 ** (2 + 9 * (quality - 1) / 99)))
+    """Luma codebook size for quality 1..100: 4 at q=1 up to 1024 at q=100, geometric.
+
+    Larger codebooks (option `codebook`, up to 2048) cost more to train and store than
+    they gain on photos; the quality range stops where the curve flattens.
+    """
+    return int(round(2 ** (2 + 8 * (quality - 1) / 99)))
 
 
 def _check_int_range(lo, hi, allow_none=False):
@@ -173,7 +177,7 @@ def init_eigen(data, k: int, b: int, max_iter: int) -> np.ndarray:
             continue
         sub, sub_eig = data[mask], eig[mask]
         seeds = _spread_seeds(sub, np.argsort(sub_eig, kind="stable"), kk)
-        parts.append(_kmeans(sub, seeds, max_iter) if len(sub) > kk else seeds)
+        parts.append(_kmeans(sub, seeds, max(2, max_iter // 2)) if len(sub) > kk else seeds)
     return np.concatenate(parts)
 
 

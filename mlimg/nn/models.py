@@ -141,6 +141,7 @@ class GMM(nn.Module):
     def mixture(self, hyper: torch.Tensor, y_hat: torch.Tensor):
         """(weights, means, scales), each (B, K, M, H, W), from hyper features and decoded anchors."""
         ctx = self.context(y_hat * anchor_mask(y_hat))
+        hyper = hyper[..., : y_hat.shape[-2], : y_hat.shape[-1]]  # z is y/4 rounded up
         params = self.entropy_parameters(torch.cat([hyper, ctx], dim=1))
         b, _, h, w = params.shape
         params = params.view(b, 3, self.K, self.M, h, w)
