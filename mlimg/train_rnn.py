@@ -109,7 +109,7 @@ def train(args) -> int:
 # ---------------------------------------------------------------- export
 
 
-def export(run_dir: Path, data: Path, n_crops: int = 64) -> str:
+def export(run_dir: Path, data: Path, n_crops: int = 32) -> str:
     """Checkpoint -> shipped weights + context prior counts + registry entry (old rnn default removed)."""
     import tempfile
 

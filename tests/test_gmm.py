@@ -10,6 +10,15 @@ torch = pytest.importorskip("torch")
 from mlimg.nn.integer import int_conv2d, int_matmul  # noqa: E402
 from mlimg.nn.models import GMM, anchor_mask, build  # noqa: E402
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One thread: on a loaded shared machine OpenMP spinning makes 2 threads far slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TINY = {"arch": "gmm", "N": 8, "M": 8, "K": 3, "lambdas": [0.01, 0.05]}
 
 
@@ -50,7 +59,7 @@ def test_training_steps_reduce_the_loss_on_a_fixed_batch():
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x = torch.rand(2, 3, 32, 32)
     losses = []
-    for _ in range(15):
+    for _ in range(6):
         x_hat, lik = net(x, 1)
         loss = 0.05 * 255**2 * torch.mean((x_hat - x) ** 2) - torch.log2(lik).sum() / (2 * 32 * 32)
         opt.zero_grad()
@@ -101,3 +110,32 @@ def test_int_matmul_refuses_inexact_sizes():
 def test_gmm_default_size_fits_the_weight_budget():
     net = GMM()
     assert sum(p.numel() for p in net.parameters()) * 4 < 25 * 2**20
+
+
+def test_integer_mixture_pmf_matches_the_float_mixture():
+    from mlimg.nn import integer as it
+
+    scales = it.scale_table()
+    tables = it.gaussian_tables(scales, 64)
+    frac = 8
+    thresholds = it.scale_thresholds(scales, frac)
+    rng = np.random.default_rng(0)
+    n, k, r = 50, 3, 40
+    means = rng.uniform(-10, 10, (n, k))
+    sigma = rng.uniform(0.3, 8, (n, k))
+    logits = rng.normal(0, 1, (n, k))
+    w = it.int_softmax(np.round(logits * (1 << frac)).astype(np.int64), it.exp_table(frac))
+    si = np.searchsorted(thresholds, np.round(np.log(sigma) * (1 << frac)).astype(np.int64), side="right")
+    freqs = it.mixture_freqs(w, np.floor(means * 16).astype(np.int64), si, tables, r)
+    assert freqs.shape == (n, 2 * r + 2) and np.all(freqs >= 1)
+    assert np.array_equal(freqs, it.mixture_freqs(w, np.floor(means * 16).astype(np.int64), si, tables, r))
+    # close to the float mixture: small KL divergence
+    v = torch.arange(-r, r + 1, dtype=torch.float64).view(1, -1)
+    from mlimg.nn.entropy_models import gaussian_likelihood
+
+    soft = torch.softmax(torch.from_numpy(logits), 1)
+    pf = sum(soft[:, j : j + 1] * gaussian_likelihood(v, torch.from_numpy(means[:, j : j + 1]), torch.from_numpy(sigma[:, j : j + 1]))
+             for j in range(k)).numpy()
+    pi = freqs[:, :-1] / freqs.sum(axis=1, keepdims=True)
+    kl = np.sum(pf * np.log2(pf / pi), axis=1)
+    assert np.median(kl) < 0.05

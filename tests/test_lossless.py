@@ -179,3 +179,20 @@ def test_tokens_and_raw_bits_invert(residuals):
     writer.write(raw, nraw)
     back = tokens.BitReader(writer.finish()).read(nraw)
     np.testing.assert_array_equal(tokens.from_tokens(tok, back), e)
+
+
+@pytest.mark.parametrize("mode", sorted(CHANNELS))
+def test_pillow_save_and_open(tmp_path, mode):
+    import mlimg  # noqa: F401 - registers the plugin
+    from PIL import Image
+
+    pixels = _smooth_image(mode, 21, 34, seed=5)
+    if mode == "I;16":
+        im = Image.frombytes("I;16", (34, 21), pixels.astype("<u2").tobytes())
+    else:
+        im = Image.fromarray(pixels, mode)
+    path = tmp_path / "x.mlimg"
+    im.save(path, format="MLIMG", method="lossless")
+    with Image.open(path) as out:
+        assert out.mode == mode
+        np.testing.assert_array_equal(np.asarray(out), pixels)

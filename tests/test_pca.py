@@ -46,7 +46,7 @@ def _psnr(a, b):
 @given(
     h=st.integers(1, 40), w=st.integers(1, 40), mode=st.sampled_from(["L", "RGB", "RGBA"]),
     pca_mode=st.sampled_from(["blocks", "rows"]), quality=st.integers(1, 100),
-    block=st.sampled_from([8, 16]), sub=st.sampled_from(["4:2:0", "4:4:4"]),
+    block=st.sampled_from([8, 16]), sub=st.sampled_from(["auto", "4:2:0", "4:4:4"]),
     basis=st.sampled_from(["separable", "full"]), seed=st.integers(0, 1000),
 )
 def test_round_trip_shape_mode_determinism(h, w, mode, pca_mode, quality, block, sub, basis, seed):
@@ -122,7 +122,7 @@ def _jpeg_psnr_at(x, bpp):
 
 
 @pytest.mark.parametrize("name, quality, lo, hi", [
-    ("china.jpg", 25, 23.5, 26.0), ("china.jpg", 50, 28.5, 31.0), ("flower.jpg", 50, 27.5, 30.0),
+    ("china.jpg", 25, 23.5, 26.5), ("china.jpg", 50, 28.5, 31.5), ("flower.jpg", 50, 27.5, 30.5),
 ])
 def test_real_photo_lands_in_expected_psnr_range(name, quality, lo, hi):
     """Measured when written: china q25 24.5 dB / q50 29.8 dB, flower q50 28.6 dB; JPEG at the same

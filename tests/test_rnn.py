@@ -244,3 +244,11 @@ def test_cli_decode_iterations(tiny_model, tmp_path):
     out = tmp_path / "out.png"
     assert cli.main(["decode", "--iterations", "2", str(src), str(out)]) == 0
     assert np.array_equal(np.asarray(Image.open(out)), load(src.read_bytes(), iterations=2))
+
+
+def test_fewer_iterations_give_the_prefix_of_a_longer_file(tiny_model):
+    img = smooth_image(24, 24)
+    short, long = container.parse(save(img, iterations=2)), container.parse(save(img, iterations=5))
+    iters = lambda f: [c.data for c in f.chunks if c.type == "ITER"]  # noqa: E731
+    assert iters(short) == iters(long)[:2]
+    assert short.find("RNNH").data[:-1] == long.find("RNNH").data[:-1]

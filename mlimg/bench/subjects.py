@@ -205,8 +205,9 @@ def _anchor_factories():
         PALETTE_ANCHOR: PaletteAnchor,
         "png": lambda: PillowAnchor("png", "PNG (Pillow, optimize=True)", "PNG", [{}], fixed={"optimize": True}),
         "webp-lossless": lambda: PillowAnchor(
-            "webp-lossless", "WebP lossless (method 6, quality 100)", "WEBP", [{}],
-            fixed={"lossless": True, "method": 6, "quality": 100}, feature="webp",
+            # quality (= effort in lossless mode) 100 is ~20x slower than 80 for ~0.1 % smaller files.
+            "webp-lossless", "WebP lossless (method 6)", "WEBP", [{}],
+            fixed={"lossless": True, "method": 6}, feature="webp",
         ),
         "jxl-lossless": lambda: JxlAnchor(lossless=True),
     }

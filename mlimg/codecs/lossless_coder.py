@@ -83,6 +83,25 @@ def _single_thread_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def _fit_pass(p: Pass, c: int, planes: np.ndarray, errors: np.ndarray, bits: int):
+    """Encoder side of a D/H/V pass: fit its models -> (predictions, classes, parameters in file order)."""
+    actual = planes[c][p.flat]
+    rows = model.fit_rows(p)
+    n0, feats = model.predictor_features(p, c, planes, rows)
+    act = model.texture(p, c, planes)
+    thresholds = model.fit_thresholds(act, model.predictor_groups(p))
+    groups = model.groups_from_texture(act, thresholds)
+    fit_groups, fit_actual = groups[rows], actual[rows]
+    weights = np.stack([
+        model.fit_predictor(n0[fit_groups == g], feats[fit_groups == g], fit_actual[fit_groups == g])
+        for g in range(thresholds.size + 1)
+    ])
+    pred = model.predict(p, c, planes, weights, groups, bits)
+    sfeats = model.scale_features(p, c, planes, errors, pred)
+    scale = model.fit_scale(sfeats[rows], np.abs(wrap(actual[rows] - pred[rows], bits)))
+    return pred, model.classes_from_scale(sfeats, scale, bits), [thresholds, weights.ravel(), scale]
+
+
 def encode_planes(planes: list[np.ndarray], bits: int, height: int, width: int):
     """planes: flat int64 arrays of height*width values in [0, 2**bits). -> (params, tokens, raw bits)."""
     with _single_thread_blas():
@@ -104,20 +123,8 @@ def _encode_planes(planes, bits, height, width):
                 pred = _base_prediction(p, planes[c], bits)
                 classes = np.full(p.size, ncls - 1, np.int64)
             else:
-                rows = model.fit_rows(p)
-                n0, feats = model.predictor_features(p, c, planes, rows)
-                act = model.texture(p, c, planes)
-                thr = model.fit_thresholds(act, model.predictor_groups(p))
-                groups = model.groups_from_texture(act, thr)
-                sub_groups, sub_actual = groups[rows], actual[rows]
-                w = np.stack([model.fit_predictor(n0[sub_groups == g], feats[sub_groups == g], sub_actual[sub_groups == g])
-                              for g in range(thr.size + 1)])
-                pred = model.predict(p, c, planes, w, groups, bits)
-                params += [thr, w.ravel()]
-                sfeats = model.scale_features(p, c, planes, errors, pred)
-                s = model.fit_scale(sfeats[rows], np.abs(wrap(actual[rows] - pred[rows], bits)))
-                classes = model.classes_from_scale(sfeats, s, bits)
-                params.append(s)
+                pred, classes, fitted = _fit_pass(p, c, planes, errors, bits)
+                params += fitted
             residual = wrap(actual - pred, bits)
             tokens, raw, nraw = to_tokens(residual)
             encode_classes(writer, counts, tokens, classes)

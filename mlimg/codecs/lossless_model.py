@@ -21,6 +21,7 @@ def kernels():
 
     return lossless_kernels
 
+
 PRED_FRAC = 12
 SCALE_FRAC = 8
 FULL_MIN = 512  # passes with fewer pixels use the near neighbours only (fewer weights to store)
@@ -38,10 +39,6 @@ def n_classes(bits: int) -> int:
     return (bits + 4) << CLASS_BITS
 
 
-def _uses_full(p: Pass) -> bool:
-    return p.size >= FULL_MIN
-
-
 def _layout(p: Pass) -> tuple[int, int]:
     """(own neighbours used, near neighbours used per earlier plane) for a pass."""
     if p.size >= FULL_MIN:
@@ -50,7 +47,7 @@ def _layout(p: Pass) -> tuple[int, int]:
 
 
 def fit_rows(p: Pass) -> np.ndarray:
-    """The pixels the encoder fits on: all of a small pass, an even subsample of a large one."""
+    """The pixels the encoder fits on: all of a small pass, a seeded random subsample of a large one."""
     if p.size <= FIT_ROWS:
         return np.arange(p.size)
     return np.sort(np.random.default_rng(p.size).choice(p.size, FIT_ROWS, replace=False))  # seeded: deterministic

@@ -19,8 +19,8 @@ from ..entropy import CategoricalReader, CategoricalWriter, probs_from_counts
 
 DIRECT = 16  # tokens below this are the value itself
 FIRST_BLOCK = 32  # symbols in the first block of a class
-MAX_BLOCK = 1 << 13  # later blocks double up to this size
-COUNT_LIMIT = 1 << 16  # counts are halved past this total so models keep adapting
+MAX_BLOCK = 1 << 11  # later blocks double up to this size
+COUNT_LIMIT = 1 << 13  # counts are halved past this total so models keep adapting
 
 
 def token_count(bits: int) -> int:

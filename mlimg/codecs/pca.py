@@ -65,7 +65,8 @@ class PCACodec(Codec):
         "mode": Option("blocks", _choice("blocks", "rows"), "'blocks' or 'rows'"),
         "quality": Option(75, _quality, "an integer 1..100"),
         "block": Option(8, _block, "8 or 16 (blocks mode)"),
-        "subsampling": Option("4:2:0", _choice("4:2:0", "4:4:4"), "'4:2:0' or '4:4:4' (blocks mode)"),
+        "subsampling": Option("auto", _choice("auto", "4:2:0", "4:4:4"),
+                              "'auto' (4:4:4 from quality 80), '4:2:0' or '4:4:4' (blocks mode)"),
         "basis": Option("separable", _choice("separable", "full"), "'separable' or 'full' (blocks mode)"),
         "variance": Option(None, _variance, "None (from quality) or a number 0 < v < 1 (rows mode)"),
     }
@@ -88,9 +89,11 @@ class PCACodec(Codec):
             chunks = [("PHDR", head), ("PCOF", payload)]
             info = {"pca_mode": "rows", "pca_variance": variance, "pca_components": counts}
         else:
+            sub = opts["subsampling"]
+            if sub == "auto":
+                sub = "4:4:4" if opts["quality"] >= pca_blocks.AUTO_444_QUALITY else "4:2:0"
             params = pca_blocks.params_for_quality(
-                opts["quality"], opts["block"], opts["subsampling"] == "4:2:0" and colour_mode != "L",
-                opts["basis"] == "full")
+                opts["quality"], opts["block"], sub == "4:2:0" and colour_mode != "L", opts["basis"] == "full")
             planes = pca_blocks.to_planes(colour, colour_mode, params.subsample)
             basis, coef, keep = pca_blocks.encode_planes(planes, params)
             head = _BLOCK_HDR.pack(_BLOCKS, params.block, params.subsample, params.full_basis,
@@ -129,6 +132,11 @@ class PCACodec(Codec):
             alpha = decode_alpha(found["ALPH"], h, w)
             out = np.concatenate([out, alpha[:, :, None]], axis=2)
         return out
+
+    def bench_report(self, images) -> str:
+        from .pca_report import report
+
+        return report(self, images)
 
     def describe(self, header: Header, chunks):
         for ctype, payload in chunks:

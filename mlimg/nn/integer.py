@@ -105,3 +105,73 @@ def int_conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: int, stride: 
 
 def int_relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0)
+
+
+# ---------------------------------------------------------------- gmm: parameters -> integer pmfs
+#
+# Tables computed once at export (float64) and stored; the functions below use
+# only integer arithmetic on them, so every decoder builds identical frequencies.
+
+MEAN_FRAC_BITS = 4  # means are quantised to 1/16
+MIX_BITS = 16  # mixture weights and Gaussian table rows sum to 2**16
+
+
+def scale_table(n: int = 64, lo: float = 0.11, hi: float = 64.0) -> np.ndarray:
+    """Log-spaced Gaussian scales the integer entropy model can pick from."""
+    return np.exp(np.linspace(np.log(lo), np.log(hi), n))
+
+
+def scale_thresholds(scales: np.ndarray, frac_bits: int) -> np.ndarray:
+    """Integer thresholds on a fixed-point log-scale: index = number of thresholds <= value."""
+    mids = (np.log(scales[1:]) + np.log(scales[:-1])) / 2
+    return np.round(mids * (1 << frac_bits)).astype(np.int64)
+
+
+def exp_table(frac_bits: int, size: int = 1024) -> np.ndarray:
+    """E[i] = round(2**16 * exp(-i / 2**frac_bits)), the integer softmax numerator."""
+    return np.round(np.exp(-np.arange(size) / (1 << frac_bits)) * (1 << MIX_BITS)).astype(np.int64)
+
+
+def gaussian_tables(scales: np.ndarray, half_width: int) -> np.ndarray:
+    """G[s, f, d + D]: integer mass (sum <= 2**16) of N(f/16, scale_s^2) on the unit bin at offset d."""
+    from math import erf, sqrt
+
+    d = np.arange(-half_width, half_width + 1, dtype=np.float64)
+    fracs = np.arange(1 << MEAN_FRAC_BITS) / (1 << MEAN_FRAC_BITS)
+    cdf = np.vectorize(lambda t: 0.5 * (1 + erf(t / sqrt(2))))
+    edges = d[None, None, :] - fracs[None, :, None]
+    s = scales[:, None, None]
+    pmf = cdf((edges + 0.5) / s) - cdf((edges - 0.5) / s)
+    return np.floor(pmf * (1 << MIX_BITS)).astype(np.int64)
+
+
+def int_softmax(logits: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Integer logits (n, K) (fixed point matching `table`) -> weights (n, K) summing to 2**16 +- K."""
+    logits = np.asarray(logits, np.int64)
+    gap = np.clip(logits.max(axis=1, keepdims=True) - logits, 0, table.size - 1)
+    num = table[gap]
+    return (num << MIX_BITS) // num.sum(axis=1, keepdims=True)
+
+
+def mixture_freqs(weights: np.ndarray, mean_q: np.ndarray, scale_idx: np.ndarray, tables: np.ndarray,
+                  latent_range: int) -> np.ndarray:
+    """Integer frequencies (n, 2R+2) of a K-component mixture per element: values -R..R, then escape.
+
+    weights (n, K) integers, mean_q (n, K) means in 1/16 units, scale_idx (n, K) rows of `tables`.
+    Every frequency is >= 1. Pure integer arithmetic.
+    """
+    half = (tables.shape[2] - 1) // 2
+    mi = np.asarray(mean_q, np.int64) >> MEAN_FRAC_BITS
+    mf = np.asarray(mean_q, np.int64) & ((1 << MEAN_FRAC_BITS) - 1)
+    values = np.arange(-latent_range, latent_range + 1, dtype=np.int64)
+    n, k = weights.shape
+    out = np.ones((n, values.size + 1), np.int64)
+    for j in range(k):
+        offset = values[None, :] - mi[:, j : j + 1] + half  # (n, 2R+1) table columns
+        inside = (offset >= 0) & (offset <= 2 * half)
+        rows = tables[scale_idx[:, j], mf[:, j]]  # (n, 2D+1)
+        mass = np.where(inside, np.take_along_axis(rows, np.clip(offset, 0, 2 * half), axis=1), 0)
+        w = np.asarray(weights[:, j : j + 1], np.int64)
+        out[:, :-1] += w * mass
+        out[:, -1] += w[:, 0] * ((1 << MIX_BITS) - mass.sum(axis=1))
+    return out

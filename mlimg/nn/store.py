@@ -137,6 +137,7 @@ def export_checkpoint(method: str, run_dir: Path) -> str:
     sha = save_weights(tmp_path, net, tables, config)
     model_id = f"{method}-v1-{sha[:8]}"
     final = WEIGHTS_DIR / f"{model_id}.safetensors"
+    tmp_path.chmod(0o644)  # NamedTemporaryFile creates 0600
     tmp_path.replace(final)
 
     reg = json.loads(REGISTRY.read_text()) if REGISTRY.exists() else {"default": {}, "models": {}}
@@ -148,7 +149,8 @@ def export_checkpoint(method: str, run_dir: Path) -> str:
         "file": final.name,
         "sha256": sha,
         "config": config,
-        "training": {"command": meta.get("command"), "steps": meta["step"], "train_config": meta["config"]},
+        "training": {"command": meta.get("command"), "resumes": meta.get("resumes", []), "steps": meta["step"],
+                     "train_config": meta["config"]},
     }
     reg["default"][method] = model_id
     REGISTRY.write_text(json.dumps(reg, indent=1) + "\n")
