@@ -32,6 +32,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--prior-lr", type=float, default=5e-3, help="learning rate of the entropy-model priors")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--N", type=int, default=None, help="transform width (cae 96, gmm 64)")
@@ -187,7 +188,11 @@ def _train(args) -> int:
         model = build({k: v for k, v in saved.items() if k in ("arch", "N", "M", "K", "lambdas")}).to(device)
     else:
         model = _build(args).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    # The priors are tiny density models that must track the latents quickly:
+    # at the transforms' learning rate they lag for thousands of steps and inflate the rate.
+    prior_params = [p for n, p in model.named_parameters() if n.split(".")[0] in ("prior", "z_prior")]
+    other_params = [p for n, p in model.named_parameters() if n.split(".")[0] not in ("prior", "z_prior")]
+    opt = torch.optim.Adam([{"params": other_params}, {"params": prior_params, "lr": args.prior_lr}], lr=args.lr)
     step, command = 0, " ".join(["mlimg", "train"] + sys.argv[sys.argv.index(args.method):]) if args.method in sys.argv else ""
     if (run_dir / "checkpoint.json").exists():
         meta = load_checkpoint(run_dir, model, opt, device)
@@ -199,7 +204,7 @@ def _train(args) -> int:
         resumes = []
     if not step:
         say(f"new run: {command} device={device}")
-    config = dict(model.config, crop=args.crop, batch=args.batch, lr=args.lr, seed=args.seed, data=args.data)
+    config = dict(model.config, crop=args.crop, batch=args.batch, lr=args.lr, prior_lr=args.prior_lr, seed=args.seed, data=args.data)
     lambdas = model.config["lambdas"]
 
     images = load_images(Path(args.data))

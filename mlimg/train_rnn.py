@@ -26,7 +26,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=10**9, help="stop after this many steps")
     parser.add_argument("--crop", type=int, default=32)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--iterations", type=int, default=16, help="coding iterations per training step")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="coding iterations per training step (default 16, or the checkpoint's)")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -63,10 +64,12 @@ def train(args) -> int:
         print(line, flush=True)
 
     config = {"cell": args.cell, "reconstruction": args.reconstruction,
-              "residual_scaling": not args.no_residual_scaling, "train_iterations": args.iterations}
+              "residual_scaling": not args.no_residual_scaling, "train_iterations": args.iterations or 16}
     meta = {"step": 0}
-    if (run_dir / "checkpoint.json").exists():
+    if (run_dir / "checkpoint.json").exists():  # resume: the network is the checkpoint's
         config = json.loads((run_dir / "checkpoint.json").read_text())["config"]
+        if args.iterations:  # a training-only setting, may change between runs
+            config["train_iterations"] = args.iterations
     torch.manual_seed(args.seed)
     net = RNNCodecNet(config)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
@@ -109,7 +112,7 @@ def train(args) -> int:
 # ---------------------------------------------------------------- export
 
 
-def export(run_dir: Path, data: Path, n_crops: int = 32) -> str:
+def export(run_dir: Path, data: Path, n_crops: int = 8, n_images: int = 40) -> str:
     """Checkpoint -> shipped weights + context prior counts + registry entry (old rnn default removed)."""
     import tempfile
 
@@ -120,7 +123,7 @@ def export(run_dir: Path, data: Path, n_crops: int = 32) -> str:
     from .nn.binary_context import prior_counts
     from .nn.rnn_models import RNNCodecNet
     from .codecs.rnn import encode_bits
-    from .train import load_images, random_batch
+    from .train import random_batch
 
     meta = json.loads((run_dir / "checkpoint.json").read_text())
     net = RNNCodecNet(meta["config"])
@@ -128,7 +131,10 @@ def export(run_dir: Path, data: Path, n_crops: int = 32) -> str:
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     net.eval()
     # Context prior: bit statistics of the trained encoder on 128x128 training crops.
-    images = load_images(data)
+    from PIL import Image
+
+    files = sorted(p for p in data.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n_images]
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in files]
     crops = random_batch(images, np.random.default_rng(1234), 128, n_crops)
     planes = []
     with torch.inference_mode():

@@ -75,7 +75,7 @@ def outcome(data: bytes) -> BaseException | None:
 
 
 def _seed_cases() -> dict[str, fixturegen.ValidCase]:
-    """Per method its 17x13 fixture case in the first mode, plus the RGBA one (which has alpha chunks).
+    """Per method its 17x13 fixture case in the first mode, plus RGBA (alpha chunks) and I;16 where supported.
 
     Encoded afresh from the generator's table rather than read from fixtures/, so a stale
     committed fixture fails test_conformance, not these tests. Learned methods without
@@ -86,7 +86,8 @@ def _seed_cases() -> dict[str, fixturegen.ValidCase]:
         if codecs.get(method).needs_model and not fixturegen.installed_models(method):
             continue
         for case in fixturegen.cases_for(method):
-            if case.size == (17, 13) and (case.mode == "RGBA" or not any(k.startswith(method) for k in found)):
+            first = not any(name.startswith(method + "-") for name in found)
+            if case.size == (17, 13) and (first or case.mode in ("RGBA", "I;16")):
                 found[case.name] = case
     return found
 

@@ -211,3 +211,12 @@ def test_pillow_round_trip_and_info():
         assert buf.tell() * 8 / (96 * 128) <= bpp
         sizes.append(buf.tell())
     assert sizes[0] < sizes[1]
+
+
+def test_rows_component_count_beyond_rank_is_rejected():
+    x = _smooth(12, 10, "L")
+    encoded, _, header = _round_trip(x, "L", mode="rows")
+    chunks = dict(encoded.chunks)
+    bad = chunks["PHDR"][:3] + (60000).to_bytes(2, "big")
+    with pytest.raises(CodecError, match="PCOF"):
+        _codec().decode(header, [("PHDR", bad), ("PCOF", chunks["PCOF"])])

@@ -76,6 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bpp window of the RD-curve AUC (default 0.25,1.0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--no-reports", action="store_true",
+                        help="skip the methods' own report sections (e.g. vq's initialisation ablation)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         auc_window=args.auc_range,
         progress=not args.no_progress,
         plots=not args.no_plots,
+        reports=not args.no_reports,
         command=getattr(args, "command_line", None) or _command_from_argv(),
     )
     try:

@@ -36,6 +36,7 @@ class Settings:
     auc_window: tuple[float, float] = (0.25, 1.0)
     progress: bool = True
     plots: bool = True
+    reports: bool = True  # the methods' own bench_report sections
     command: str = "mlimg bench"
 
 
@@ -172,13 +173,16 @@ def run(settings: Settings) -> Result:
     points = {name: choose_points(name, settings) for name in names}
     rows = run_tasks(images, points, jobs=settings.jobs, progress=settings.progress)
 
+    out = Path(settings.out)
     curves = {}
     for name in names:
         subject = subjects.build(name)
         own = [r for r in rows if r["subject"] == name]
         curves[name] = build_curve(name, subject.label, subject.kind, subject.lossless, own, len(images))
+    description = f"mlimg bench on {len(images)} image(s) from {source}"
+    files = write_data(out, curves, rows, description)  # saved before the slower steps below
     published, published_dir = published_curves.load(settings.published)
-    reports = _method_reports(names, images)
+    reports = _method_reports(names, images) if settings.reports else {}
     info = RunInfo(
         command=settings.command,
         image_source=source,
@@ -191,15 +195,18 @@ def run(settings: Settings) -> Result:
         seconds=time.perf_counter() - started,
     )
     summary = render(info, curves, published, published_curves.bd_keys(published), rows, points, reports)
-    files = write_outputs(Path(settings.out), summary, curves, rows, published, info, settings.plots)
+    summary_path = out / "summary.md"
+    summary_path.write_text(summary)
+    files.append(summary_path)
+    if settings.plots:
+        files += write_plots(out, curves, published, f"{len(images)} image(s) from {Path(source).name}")
     return Result(summary, curves, rows, files)
 
 
-def write_outputs(out: Path, summary: str, curves: dict[str, Curve], rows, published, info: RunInfo,
-                  plots: bool = True) -> list[Path]:
+def write_data(out: Path, curves: dict[str, Curve], rows: list[dict[str, Any]], description: str) -> list[Path]:
+    """One CompressAI-layout JSON per codec and rows.csv with every per-image measurement."""
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    description = f"mlimg bench on {len(info.image_names)} image(s) from {info.image_source}"
     for name, curve in curves.items():
         path = out / f"{name}.json"
         data = _json_safe(compressai_json(curve, f"{curve.label}; {description}"))
@@ -207,14 +214,13 @@ def write_outputs(out: Path, summary: str, curves: dict[str, Curve], rows, publi
         files.append(path)
     rows_path = out / "rows.csv"
     _write_rows(rows_path, rows)
-    summary_path = out / "summary.md"
-    summary_path.write_text(summary)
-    files += [rows_path, summary_path]
+    return files + [rows_path]
+
+
+def write_plots(out: Path, curves: dict[str, Curve], published: dict[str, Curve], title: str) -> list[Path]:
     lossy = [c for c in curves.values() if not c.lossless and c.params]
-    if not plots or not lossy:
-        return files
-    title = f"{len(info.image_names)} image(s) from {Path(info.image_source).name}"
+    files = []
     for metric, filename in (("psnr", "rd_psnr.png"), ("ms_ssim", "rd_msssim.png")):
-        if rd_plot(out / filename, lossy, list(published.values()), metric, title):
+        if lossy and rd_plot(out / filename, lossy, list(published.values()), metric, title):
             files.append(out / filename)
     return files

@@ -1,7 +1,8 @@
 """Code a stack of integer planes losslessly: the pass loop shared by encoder and decoder.
 
-Planes are coded one after another (later planes see all of the earlier ones), each
-in the coarse-to-fine passes of lossless_geometry. Per pass:
+Passes run coarse to fine (lossless_geometry); inside a pass the planes are coded in
+order, so a later plane sees the earlier planes at its own pixel and at every
+neighbour. Per pass and plane:
   predictor weights, scale weights   -> params (zig-zag LEB128 varints)
   tokens                             -> one range-coded stream
   raw low bits                       -> one bit stream
@@ -114,10 +115,9 @@ def _encode_planes(planes, bits, height, width):
     planes = np.stack(planes) if len(planes) else np.zeros((0, height * width), np.int64)
     errors = np.zeros_like(planes)
     ncls = model.n_classes(bits)
-    schedule = passes(height, width)
-    for c in range(len(planes)):
-        counts = np.zeros((ncls, token_count(bits)), np.int64)
-        for p in schedule:
+    counts = np.zeros((len(planes), ncls, token_count(bits)), np.int64)  # token statistics per plane
+    for p in passes(height, width):
+        for c in range(len(planes)):
             actual = planes[c][p.flat]
             if p.kind == "B":
                 pred = _base_prediction(p, planes[c], bits)
@@ -127,7 +127,7 @@ def _encode_planes(planes, bits, height, width):
                 params += fitted
             residual = wrap(actual - pred, bits)
             tokens, raw, nraw = to_tokens(residual)
-            encode_classes(writer, counts, tokens, classes)
+            encode_classes(writer, counts[c], tokens, classes)
             bit_writer.write(raw, nraw)
             errors[c][p.flat] = np.abs(residual)
     flat_params = np.concatenate(params) if params else np.zeros(0, np.int64)
@@ -140,10 +140,9 @@ def decode_planes(n_planes: int, bits: int, height: int, width: int, params: Var
     planes = np.zeros((n_planes, height * width), np.int64)
     errors = np.zeros_like(planes)
     ncls = model.n_classes(bits)
-    schedule = passes(height, width)
-    for c in range(n_planes):
-        counts = np.zeros((ncls, token_count(bits)), np.int64)
-        for p in schedule:
+    counts = np.zeros((n_planes, ncls, token_count(bits)), np.int64)
+    for p in passes(height, width):
+        for c in range(n_planes):
             if p.kind == "B":
                 classes = np.full(p.size, ncls - 1, np.int64)
             else:
@@ -153,7 +152,7 @@ def decode_planes(n_planes: int, bits: int, height: int, width: int, params: Var
                 pred = model.predict(p, c, planes, w, groups, bits)
                 sfeats = model.scale_features(p, c, planes, errors, pred)
                 classes = model.classes_from_scale(sfeats, params.read(model.scale_size(c)), bits)
-            toks = decode_classes(reader, counts, classes)
+            toks = decode_classes(reader, counts[c], classes)
             residual = from_tokens(toks, bit_reader.read(raw_bit_counts(toks)))
             if p.kind == "B":
                 planes[c][p.flat] = _base_reconstruct(p, residual, bits)

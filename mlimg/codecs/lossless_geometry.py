@@ -17,6 +17,7 @@ the pass's primary neighbour, which always exists.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,21 +81,26 @@ def _level_pass(kind: str, h: int, height: int, width: int) -> Pass | None:
             columns.append(columns[0])  # the primary neighbour always exists
         else:
             columns.append(my * width + mx)
-    return Pass(kind, 2 * h, (ys.size, xs.size), flat, np.stack(columns, axis=1))
+    dtype = _index_dtype(height, width)
+    return Pass(kind, 2 * h, (ys.size, xs.size), flat.astype(dtype), np.stack(columns, axis=1).astype(dtype))
 
 
-def passes(height: int, width: int) -> list[Pass]:
-    """All passes in coding order; together they cover every pixel exactly once."""
+def _index_dtype(height: int, width: int):
+    return np.int32 if height * width < 2**31 else np.int64  # halves the memory of the index tables
+
+
+def passes(height: int, width: int) -> Iterator[Pass]:
+    """All passes in coding order, built one at a time (only one index table is alive at once);
+    together they cover every pixel exactly once."""
     step = base_step(height, width)
     ys = np.arange(0, height, step, dtype=np.int64)
     xs = np.arange(0, width, step, dtype=np.int64)
-    base_flat = (ys[:, None] * width + xs[None, :]).ravel()
-    out = [Pass("B", step, (ys.size, xs.size), base_flat, np.zeros((base_flat.size, 0), np.int64))]
+    base_flat = (ys[:, None] * width + xs[None, :]).ravel().astype(_index_dtype(height, width))
+    yield Pass("B", step, (ys.size, xs.size), base_flat, np.zeros((base_flat.size, 0), base_flat.dtype))
     h = step // 2
     while h >= 1:
         for kind in ("D", "H", "V"):
             p = _level_pass(kind, h, height, width)
             if p is not None:
-                out.append(p)
+                yield p
         h //= 2
-    return out

@@ -70,7 +70,7 @@ class PCACodec(Codec):
         "basis": Option("separable", _choice("separable", "full"), "'separable' or 'full' (blocks mode)"),
         "variance": Option(None, _variance, "None (from quality) or a number 0 < v < 1 (rows mode)"),
     }
-    bench_points = tuple({"quality": q} for q in (10, 25, 40, 55, 70, 85, 95))
+    bench_points = tuple({"quality": q} for q in (8, 20, 35, 50, 65, 75, 85))  # ~0.15..3 bpp on Kodak
 
     # ------------------------------------------------------------------ encode
     def encode(self, pixels, mode, opts):
