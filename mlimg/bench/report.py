@@ -66,7 +66,7 @@ def rd_table(curves: list[Curve], info: RunInfo) -> str:
 
 def bd_table(curves: list[Curve], anchors: list[Curve], mode: str) -> str:
     """Rows: every run curve. Columns: every anchor (run and published). Cell: BD-rate / BD-PSNR."""
-    header = ["codec"] + [a.label for a in anchors]
+    header = ["codec vs →"] + [a.name if a.kind != "published" else f"{a.name.upper()} (published)" for a in anchors]
     rows = []
     for c in curves:
         row = [c.label]
