@@ -70,20 +70,21 @@ def train(args) -> int:
         config = json.loads((run_dir / "checkpoint.json").read_text())["config"]
         if args.iterations:  # a training-only setting, may change between runs
             config["train_iterations"] = args.iterations
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(args.seed)
-    net = RNNCodecNet(config)
+    net = RNNCodecNet(config).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     if (run_dir / "checkpoint.json").exists():
-        meta = load_checkpoint(run_dir, net, opt, "cpu")
+        meta = load_checkpoint(run_dir, net, opt, device)
         say(f"resumed at step {meta['step']}")
     images = load_images(Path(args.data))
-    say(f"{len(images)} training images, config {net.config}")
+    say(f"{len(images)} training images on {device}, config {net.config}")
     command = "python -m mlimg.train_rnn " + " ".join(sys.argv[1:])
     step, last_ckpt, t0, running = meta["step"], time.time(), time.time(), []
     while step < args.steps:
         rng = np.random.default_rng([args.seed, step])  # batch order from (seed, step): resumable
         torch.manual_seed(args.seed * 1_000_003 + step)
-        x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch)) - 0.5
+        x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch)).to(device) - 0.5
         lr = args.lr * (0.5 if step > 20000 else 1.0)
         for group in opt.param_groups:
             group["lr"] = lr

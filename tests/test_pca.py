@@ -122,16 +122,17 @@ def _jpeg_psnr_at(x, bpp):
 
 
 @pytest.mark.parametrize("name, quality, lo, hi", [
-    ("china.jpg", 25, 23.5, 26.5), ("china.jpg", 50, 28.5, 31.5), ("flower.jpg", 50, 27.5, 30.5),
+    ("china.jpg", 25, 24.5, 27.5), ("china.jpg", 50, 30.0, 33.0), ("flower.jpg", 50, 29.0, 32.0),
 ])
 def test_real_photo_lands_in_expected_psnr_range(name, quality, lo, hi):
-    """Measured when written: china q25 24.5 dB / q50 29.8 dB, flower q50 28.6 dB; JPEG at the same
-    rate 23.2 / 28.4 / 28.1 dB. Blocks mode must stay in range and ahead of JPEG."""
+    """Measured when written: china q25 26.1 dB (0.78 bpp) / q50 31.7 dB (1.82 bpp), flower q50
+    30.8 dB (1.90 bpp); Pillow JPEG at the same rates 24.5 / 29.8 / 29.3 dB. Blocks mode must
+    stay in range and ahead of JPEG."""
     x = _sample_photo(name)
     encoded, y, _ = _round_trip(x, "RGB", quality=quality)
     bpp = _size(encoded) * 8 / x[..., 0].size
     assert lo < _psnr(x, y) < hi
-    assert _psnr(x, y) > _jpeg_psnr_at(x, bpp) + 0.2
+    assert _psnr(x, y) > _jpeg_psnr_at(x, bpp) + 0.5
 
 
 def test_rows_mode_on_a_photo():

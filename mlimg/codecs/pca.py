@@ -124,8 +124,8 @@ class PCACodec(Codec):
                 planes = pca_blocks.decode_planes(found["PBAS"], found["PCOF"], shapes, head["counts"], params)
                 out = pca_blocks.from_planes16(planes, h, w, colour_mode, params.subsample)
         except CodingError as exc:
-            where = "'PCOF'" if head["mode"] == _ROWS else "'PBAS'/'PCOF'"
-            raise CodecError(f"pca: chunk {where}: {exc}") from None
+            text = str(exc) if str(exc).startswith("chunk ") else f"chunk 'PCOF': {exc}"
+            raise CodecError(f"pca: {text}") from None
         except (ValueError, IndexError, OverflowError) as exc:
             raise CodecError(f"pca: chunk 'PCOF': corrupt coefficient data ({exc})") from None
         if header.mode == "RGBA":

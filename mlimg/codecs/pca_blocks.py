@@ -320,10 +320,19 @@ def decode_planes(basis: bytes, coef: bytes, shapes: list[tuple[int, int]], keep
     groups = [[0]] if len(shapes) == 1 else [[0], [1, 2]]
     br, cr = Reader(basis), Reader(coef)
     out: list[np.ndarray] = [None] * len(shapes)  # type: ignore[list-item]
-    group_t = []
-    for _ in groups:
-        mats = _read_basis(br, b, params)
-        group_t.append(transform_matrix(mats, b, params))
+    try:
+        group_t = [transform_matrix(_read_basis(br, b, params), b, params) for _ in groups]
+    except CodingError as exc:
+        raise CodingError(f"chunk 'PBAS': {exc}") from None
+    try:
+        _read_coefficients(cr, groups, group_t, shapes, keeps, params, out)
+    except CodingError as exc:
+        raise CodingError(f"chunk 'PCOF': {exc}") from None
+    return out
+
+
+def _read_coefficients(cr: Reader, groups, group_t, shapes, keeps, params: BlockParams, out: list) -> None:
+    b = params.block
     for gi, members in enumerate(groups):
         t, shift = group_t[gi]
         present = cr.symbols(TABLES_PER_GROUP, np.array([0.5, 0.5]))
@@ -340,7 +349,6 @@ def decode_planes(basis: bytes, coef: bytes, shapes: list[tuple[int, int]], keep
             out[i] = _synthesise(q, t[:keep], shift, params.step16[min(gi, 1)], params.recon16, hb, wb, b)
             if i == 0:
                 out[i] = out[i] + 128 * 16
-    return out
 
 
 def _read_basis(r: Reader, b: int, params: BlockParams) -> list[np.ndarray]:

@@ -90,7 +90,7 @@ def _read_signed(r: Reader, n: int) -> np.ndarray:
 
 def decode_channels(payload: bytes, h: int, w: int, counts: list[int], step16: int) -> list[np.ndarray]:
     if any(k > min(h, w) for k in counts):  # the rank bound: never allocate from a bad count
-        raise CodingError(f"component counts {counts} exceed min(W, H) = {min(h, w)}")
+        raise CodingError(f"chunk 'PCOF': component counts {counts} exceed min(W, H) = {min(h, w)}")
     r = Reader(payload)
     out = []
     for k in counts:
