@@ -76,8 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bpp window of the RD-curve AUC (default 0.25,1.0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--no-reports", action="store_true",
-                        help="skip the methods' own report sections (e.g. vq's initialisation ablation)")
+    parser.add_argument("--reports", action=argparse.BooleanOptionalAction, default=None,
+                        help="include the methods' own report sections, e.g. vq's initialisation ablation "
+                             "(default: yes, except with --quick)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         auc_window=args.auc_range,
         progress=not args.no_progress,
         plots=not args.no_plots,
-        reports=not args.no_reports,
+        reports=(not args.quick) if args.reports is None else args.reports,
         command=getattr(args, "command_line", None) or _command_from_argv(),
     )
     try:

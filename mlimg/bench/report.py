@@ -25,6 +25,7 @@ class RunInfo:
     auc_window: tuple[float, float] = (0.25, 1.0)
     published_dir: str | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # subject -> why it did not run
+    reports_skipped: bool = False
     seconds: float = math.nan
 
 
@@ -254,6 +255,8 @@ def render(
                     out += ["", f"## {name} vs PNG palette at equal palette size", "", table]
     for name, section in method_reports.items():
         out += ["", f"## {name}: method report", "", section.strip()]
+    if info.reports_skipped:
+        out += ["", "Method reports (ablations) skipped; add `--reports` to include them."]
     problems = errors_section(rows, info)
     if problems:
         out += ["", "## Errors and skipped codecs", "", problems]

@@ -192,6 +192,7 @@ def run(settings: Settings) -> Result:
         auc_window=settings.auc_window,
         published_dir=published_dir,
         skipped=skipped,
+        reports_skipped=not settings.reports,
         seconds=time.perf_counter() - started,
     )
     summary = render(info, curves, published, published_curves.bd_keys(published), rows, points, reports)
