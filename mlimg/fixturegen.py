@@ -38,7 +38,9 @@ GENERATED_DIRS = ("valid", "invalid", "compat")
 SKIPPED_FILE = "skipped.json"
 
 ODD_SIZES = ((1, 1), (1, 23), (23, 1), (17, 13), (257, 3))  # width x height
+LEARNED_SIZES = ((1, 1), (23, 1), (17, 13))  # learned decoders are slow on CPU: fewer, smaller cases
 LARGE_SIZE = (300, 200)
+LEARNED_LARGE_SIZE = (96, 64)
 OPTION_SIZE = (33, 29)  # option-family and metadata cases
 
 # Methods whose decoder is integer-exact: fixtures carry the sha256 of the decoded pixels.
@@ -72,7 +74,8 @@ METHOD_CASES: dict[str, MethodCases] = {
         {"block": 16}, {"subsampling": "4:4:4"}, {"basis": "full"}, {"mode": "rows"},
         {"mode": "rows", "variance": 0.5},
     )),
-    "cae": MethodCases(option_sets=_QUALITY_SPAN),
+    "cae": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
+    "rnn": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
     "lossless": MethodCases(),
 }
 
@@ -107,9 +110,11 @@ def cases_for(method: str) -> list[ValidCase]:
     codec = codecs.get(method)
     table = METHOD_CASES.get(method)
     if table is None:
-        table = MethodCases(option_sets=_QUALITY_SPAN if "quality" in codec.options else ())
+        table = MethodCases(option_sets=_QUALITY_SPAN if "quality" in codec.options else (),
+                            large_size=LEARNED_LARGE_SIZE if codec.needs_model else LARGE_SIZE)
     main_mode = "RGB" if "RGB" in codec.modes else codec.modes[0]
-    cases = [ValidCase(method, mode, size, {}) for mode in codec.modes for size in ODD_SIZES]
+    sizes = LEARNED_SIZES if codec.needs_model else ODD_SIZES
+    cases = [ValidCase(method, mode, size, {}) for mode in codec.modes for size in sizes]
     cases.append(ValidCase(method, main_mode, table.large_size, dict(table.large_options)))
     cases += [ValidCase(method, main_mode, OPTION_SIZE, dict(opts)) for opts in table.option_sets]
     cases.append(ValidCase(method, main_mode, OPTION_SIZE, {}, metadata=True))
