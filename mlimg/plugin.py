@@ -23,8 +23,9 @@ from .codecs.base import Codec, Header
 FORMAT = "MLIMG"
 MIME = "image/x-mlimg"
 EXTENSION = ".mlimg"
-# The method used when save() is not given one. The lead changes this one constant.
-DEFAULT_METHOD = "raw"
+# The method used when save() is not given one: the best general-purpose lossy codec
+# we ship today (per-image KLT blocks; see the README's results).
+DEFAULT_METHOD = "pca"
 
 _RAWMODES = {"L": "L", "RGB": "RGB", "RGBA": "RGBA", "I;16": "I;16"}  # I;16 raw is little-endian
 _DTYPES = {"L": np.uint8, "RGB": np.uint8, "RGBA": np.uint8, "I;16": np.uint16}
@@ -360,7 +361,13 @@ def _encode_within(pixels, mode, method, options, metadata, budget: int):
 
 def _save(im: Image.Image, fp, filename) -> None:
     info = dict(im.encoderinfo)
-    method = info.pop("method", None) or DEFAULT_METHOD
+    method = info.pop("method", None)
+    # lossless=True is Pillow's spelling (WebP, AVIF): a shortcut for method="lossless".
+    if info.pop("lossless", False):
+        if method not in (None, "lossless"):
+            raise ValueError(f"lossless=True conflicts with method={method!r}; use one of them")
+        method = "lossless"
+    method = method or DEFAULT_METHOD
     codecs.get(method)  # ValueError naming the valid methods
     budget_keys = {k: info.pop(k, None) for k in _RATE_KEYS}
     for key in _PILLOW_KEYS:

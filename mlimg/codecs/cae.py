@@ -83,7 +83,7 @@ class CaeCodec(Codec):
 
     # ------------------------------------------------------------ decode
 
-    def decode(self, header: Header, chunks, model=None, **_ignored):
+    def decode(self, header: Header, chunks, model=None):
         import torch
 
         from ..nn import store

@@ -235,7 +235,7 @@ class KMeansCodec(Codec):
             chunks.append(("ALPH", encode_alpha(pixels[:, :, 3])))
         return Encoded(chunks=chunks, info={f"kmeans_{k}": v for k, v in facts.items()})
 
-    def decode(self, header, chunks, **_):
+    def decode(self, header, chunks):
         found = _collect(chunks, header.mode)
         channels = 1 if header.mode == "L" else 3
         r = Reader(found["KPAL"], "KPAL")

@@ -123,7 +123,7 @@ class LosslessCodec(Codec):
         head, tokens, raw = _encode_stack(pixels, bits, order)
         return Encoded(chunks=[("LLHD", head), ("LLTK", tokens), ("LLRB", raw)])
 
-    def decode(self, header: Header, chunks, **decode_opts):
+    def decode(self, header: Header, chunks):
         if header.mode not in _LAYOUT:
             raise CodecError(f"lossless: unsupported mode {header.mode!r}")
         found = [t for t, _ in chunks if t in _CHUNKS]

@@ -106,7 +106,7 @@ class PCACodec(Codec):
         return Encoded(chunks=chunks, info=info)
 
     # ------------------------------------------------------------------ decode
-    def decode(self, header: Header, chunks, **decode_opts):
+    def decode(self, header: Header, chunks):
         from . import pca_blocks, pca_rows
         from .pca_coding import CodingError
 

@@ -366,7 +366,7 @@ class VQCodec(Codec):
 
     # -------------------------------------------------------------- decode
 
-    def decode(self, header, chunks, **_):
+    def decode(self, header, chunks):
         height, width = header.height, header.width
         groups, alpha = _split(chunks, header.mode)
         planes = {}
