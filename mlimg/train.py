@@ -3,6 +3,7 @@
 Example (the command recorded beside the shipped weights):
     mlimg train cae --data ../shared/data/bsds500 --out runs/cae
     mlimg train cae --export runs/cae          # -> mlimg/weights/cae-v1-<sha>.safetensors
+    mlimg train cae --init default --out runs/cae   # new session: continue from the shipped weights
 
 Checkpoints are safetensors (model + Adam moments) plus a JSON file with the
 step counter; the batch order is derived from (seed, step), so a resumed run
@@ -41,6 +42,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--eval-every", type=int, default=2000, help="steps between Kodak evaluations")
     parser.add_argument("--export", metavar="RUN", default=None,
                         help="instead of training: export RUN's checkpoint to mlimg/weights and register it")
+    parser.add_argument("--init", metavar="MODEL_ID", default=None,
+                        help="when the run folder has no checkpoint: start from these registered weights "
+                             "('default': the method's default model) at their recorded step, with a fresh "
+                             "optimiser; ignored when the run folder has a checkpoint (resume wins)")
 
 
 def run(args) -> int:
@@ -122,6 +127,46 @@ def load_checkpoint(run_dir: Path, model, opt, device) -> dict:
     return meta
 
 
+def resolve_init(model_id: str, method: str) -> tuple[str, dict]:
+    """(model id, registry entry) for `--init MODEL_ID`; 'default' is the method's default model."""
+    from .nn import store
+
+    if model_id == "default":
+        model_id = store.default_model(method)
+        if model_id is None:
+            raise SystemExit(f"--init default: no {method} model is registered")
+    entry = store.registry()["models"].get(model_id)
+    if entry is None or entry["method"] != method:
+        have = ", ".join(store.model_ids(method)) or "none"
+        raise SystemExit(f"--init: {method} model {model_id!r} is not registered (registered: {have})")
+    return model_id, entry
+
+
+def init_from_registry(model, model_id: str, method: str) -> int:
+    """Copy every tensor of a registered weights file into `model`; returns the recorded step count.
+
+    Goes through store.load: safetensors only, sha256 checked against the registry. The load is
+    strict, so a weights file lacking any parameter or buffer the trainer needs is an error.
+    """
+    from .nn import store
+
+    try:
+        loaded = store.load(model_id, method)
+    except OSError as e:
+        raise SystemExit(f"--init: {e}")
+    model.load_state_dict(loaded.net.state_dict(), strict=True)  # copies: the cached net stays untouched
+    return int((store.registry()["models"][model_id].get("training") or {}).get("steps") or 0)
+
+
+def init_lineage(entry: dict, model_id: str, step: int, command: str) -> tuple[str, list]:
+    """(original command, resumes) of a run initialised from a registered model: the model's own
+    training history, then this init as one more resume (with the model id and sha256)."""
+    training = entry.get("training") or {}
+    resumes = list(training.get("resumes") or [])
+    resumes.append({"step": step, "command": command, "init": model_id, "sha256": entry["sha256"]})
+    return training.get("command") or command, resumes
+
+
 # ---------------------------------------------------------------- evaluation
 
 
@@ -181,11 +226,19 @@ def _train(args) -> int:
         tqdm.write(line)
 
     torch.manual_seed(args.seed)
-    if (run_dir / "checkpoint.json").exists():  # a resumed run keeps its architecture
+    resuming = (run_dir / "checkpoint.json").exists()
+    init_id = init_entry = None
+    if args.init and not resuming:
+        init_id, init_entry = resolve_init(args.init, args.method)
+    if resuming:  # a resumed run keeps its architecture
         from .nn.models import build
 
         saved = json.loads((run_dir / "checkpoint.json").read_text())["config"]
         model = build({k: v for k, v in saved.items() if k in ("arch", "N", "M", "K", "lambdas")}).to(device)
+    elif init_entry is not None:  # the registered model's architecture
+        from .nn.models import build
+
+        model = build(init_entry["config"]).to(device)
     else:
         model = _build(args).to(device)
     # The priors are tiny density models that must track the latents quickly:
@@ -194,16 +247,24 @@ def _train(args) -> int:
     other_params = [p for n, p in model.named_parameters() if n.split(".")[0] not in ("prior", "z_prior")]
     opt = torch.optim.Adam([{"params": other_params}, {"params": prior_params, "lr": args.prior_lr}], lr=args.lr)
     step, command = 0, " ".join(["mlimg", "train"] + sys.argv[sys.argv.index(args.method):]) if args.method in sys.argv else ""
-    if (run_dir / "checkpoint.json").exists():
+    if resuming:
         meta = load_checkpoint(run_dir, model, opt, device)
         step = meta["step"]
         say(f"resumed from step {step}: {command}")
+        if args.init:
+            say(f"--init {args.init} ignored: {run_dir} has a checkpoint (resume wins)")
         resumes = meta.get("resumes", []) + [{"step": step, "command": command}]
         command = meta.get("command", command)
+    elif init_id is not None:
+        step = init_from_registry(model, init_id, args.method)  # fresh optimiser: no Adam state
+        say(f"initialised from {init_id} at step {step}: {command}")
+        command, resumes = init_lineage(init_entry, init_id, step, command)
     else:
         resumes = []
     if not step:
         say(f"new run: {command} device={device}")
+    if step >= args.steps:
+        say(f"nothing to train: already at step {step} >= --steps {args.steps}")
     config = dict(model.config, crop=args.crop, batch=args.batch, lr=args.lr, prior_lr=args.prior_lr, seed=args.seed, data=args.data)
     lambdas = model.config["lambdas"]
 
@@ -229,6 +290,9 @@ def _train(args) -> int:
         opt.step()
         step += 1
         seen += 1
+        if seen == 1:  # after a resume or --init: compare with the loss the previous session ended at
+            say(f"step {step} loss {loss.item():.4f} bpp {bpp.item():.4f} "
+                f"psnr {10 * math.log10(1 / max(mse.item(), 1e-10)):.2f} (first step of this process, level {level})")
         w = max(0.01, 1.0 / seen)
         for k, v in (("loss", loss.item()), ("bpp", bpp.item()), ("mse", mse.item())):
             running[k] = (1 - w) * running[k] + w * v

@@ -8,6 +8,7 @@ with the integer context-model prior (counts measured on training crops) and a r
 
     nice -n 19 python -m mlimg.train_rnn --out runs/rnn
     python -m mlimg.train_rnn --export runs/rnn
+    python -m mlimg.train_rnn --init default --out runs/rnn   # new session: continue from the shipped weights
 """
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     parser.add_argument("--export", metavar="RUN", default=None,
                         help="instead of training: export RUN's checkpoint to mlimg/weights and register it")
+    parser.add_argument("--init", metavar="MODEL_ID", default=None,
+                        help="when the run folder has no checkpoint: start from these registered weights "
+                             "('default': the default rnn model) at their recorded step, with a fresh "
+                             "optimiser; ignored when the run folder has a checkpoint (resume wins)")
 
 
 def run(args) -> int:
@@ -51,7 +56,8 @@ def train(args) -> int:
     import torch
 
     from .nn.rnn_models import RNNCodecNet
-    from .train import load_checkpoint, load_images, random_batch, save_checkpoint
+    from .train import (init_from_registry, init_lineage, load_checkpoint, load_images, random_batch,
+                        resolve_init, save_checkpoint)
 
     torch.set_num_threads(args.threads)
     run_dir = Path(args.out)
@@ -66,20 +72,38 @@ def train(args) -> int:
     config = {"cell": args.cell, "reconstruction": args.reconstruction,
               "residual_scaling": not args.no_residual_scaling, "train_iterations": args.iterations or 16}
     meta = {"step": 0}
-    if (run_dir / "checkpoint.json").exists():  # resume: the network is the checkpoint's
+    resuming = (run_dir / "checkpoint.json").exists()
+    init_id = init_entry = None
+    if resuming:  # resume: the network is the checkpoint's
         config = json.loads((run_dir / "checkpoint.json").read_text())["config"]
-        if args.iterations:  # a training-only setting, may change between runs
-            config["train_iterations"] = args.iterations
+    elif args.init:  # a new session: the network is the registered model's
+        init_id, init_entry = resolve_init(args.init, "rnn")
+        config = dict(init_entry["config"])
+    if (resuming or init_id) and args.iterations:  # a training-only setting, may change between runs
+        config["train_iterations"] = args.iterations
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(args.seed)
     net = RNNCodecNet(config).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
-    if (run_dir / "checkpoint.json").exists():
+    command = getattr(args, "command", None) or "python -m mlimg.train_rnn " + " ".join(sys.argv[1:])
+    resumes: list = []
+    if resuming:
         meta = load_checkpoint(run_dir, net, opt, device)
-        say(f"resumed at step {meta['step']}")
+        say(f"resumed at step {meta['step']}: {command}")
+        if args.init:
+            say(f"--init {args.init} ignored: {run_dir} has a checkpoint (resume wins)")
+        # Older checkpoints stored the latest command only; keep the first one and list the resumes.
+        resumes = meta.get("resumes", []) + [{"step": meta["step"], "command": command}]
+        command = meta.get("command") or command
+    elif init_id is not None:
+        meta = {"step": init_from_registry(net, init_id, "rnn")}  # fresh optimiser: no Adam state
+        say(f"initialised from {init_id} at step {meta['step']}: {command}")
+        command, resumes = init_lineage(init_entry, init_id, meta["step"], command)
+    train_config = {"crop": args.crop, "batch": args.batch, "lr": args.lr, "seed": args.seed, "data": args.data}
     images = load_images(Path(args.data))
     say(f"{len(images)} training images on {device}, config {net.config}")
-    command = "python -m mlimg.train_rnn " + " ".join(sys.argv[1:])
+    if meta["step"] >= args.steps:
+        say(f"nothing to train: already at step {meta['step']} >= --steps {args.steps}")
     step, last_ckpt, t0, running = meta["step"], time.time(), time.time(), []
     while step < args.steps:
         rng = np.random.default_rng([args.seed, step])  # batch order from (seed, step): resumable
@@ -96,6 +120,9 @@ def train(args) -> int:
         opt.step()
         step += 1
         running.append([float(v.detach()) for v in losses])
+        if len(running) == 1 and step == meta["step"] + 1:  # after a resume or --init: compare with the last loss
+            say(f"step {step} loss {np.mean(running[0]):.5f} L1 it1/last {running[0][0]:.4f} {running[0][-1]:.4f} "
+                f"(first step of this process)")
         if step % 50 == 0:
             avg = np.mean(running, axis=0)
             psnr = [-20 * np.log10(max(avg[i], 1e-9) * 1.25) for i in (0, 3, 7, len(avg) - 1)]  # L1 -> rough PSNR
@@ -104,7 +131,8 @@ def train(args) -> int:
                 f"{(time.time() - t0) / 50:.2f} s/step")
             running, t0 = [], time.time()
         if time.time() - last_ckpt > args.checkpoint_every or step == args.steps:
-            save_checkpoint(run_dir, net, opt, {"step": step, "config": net.config, "command": command})
+            save_checkpoint(run_dir, net, opt, {"step": step, "config": net.config, "command": command,
+                                                "resumes": resumes, "train_config": train_config})
             last_ckpt = time.time()
             say(f"checkpoint at step {step}")
     return 0
@@ -155,7 +183,8 @@ def export(run_dir: Path, data: Path, n_crops: int = 8, n_images: int = 40) -> s
         (store.WEIGHTS_DIR / reg["models"].pop(old)["file"]).unlink(missing_ok=True)
     reg["models"][model_id] = {
         "method": "rnn", "file": final.name, "sha256": sha, "config": net.config,
-        "training": {"command": meta.get("command"), "steps": meta["step"]},
+        "training": {"command": meta.get("command"), "resumes": meta.get("resumes", []), "steps": meta["step"],
+                     **({"train_config": meta["train_config"]} if "train_config" in meta else {})},
     }
     reg["default"]["rnn"] = model_id
     store.REGISTRY.write_text(json.dumps(reg, indent=1) + "\n")
@@ -168,10 +197,12 @@ def run_from_train_command(train_args) -> int:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args([])
-    for key in ("data", "steps", "batch", "lr", "seed", "threads", "checkpoint_every", "export"):
+    for key in ("data", "steps", "batch", "lr", "seed", "threads", "checkpoint_every", "export", "init"):
         if hasattr(train_args, key):
             setattr(args, key, getattr(train_args, key))
     args.out = getattr(train_args, "out", None) or "runs/rnn"
+    if "rnn" in sys.argv:  # record the command as typed (`mlimg train rnn ...`)
+        args.command = " ".join(["mlimg", "train"] + sys.argv[sys.argv.index("rnn"):])
     if getattr(train_args, "batch", None) == 8 and getattr(train_args, "lr", None) == 2e-4:
         args.lr = 1e-3  # train.py's cae defaults: keep the rnn learning rate
     return run(args)

@@ -121,3 +121,70 @@ def test_gains_interpolate_exponentially_and_monotonically():
     gh, _ = net.gains(0.5)
     assert torch.allclose(gh, torch.sqrt(g0 * g1))
     assert torch.all(net.gains(2.0)[0] > g1) and torch.all(g1 > g0)
+
+
+def _synthetic_images(folder, n=3, size=40):
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_init_from_exported_weights_continues_the_step_count(tmp_path, monkeypatch):
+    """train -> export -> `--init` in an empty run folder: every exported tensor is restored, the
+    step count continues from the registry, the optimiser is fresh, the lineage records the init;
+    a run folder with a checkpoint ignores --init."""
+    import argparse
+    import json
+
+    from safetensors.torch import load_file
+
+    from mlimg import train
+    from mlimg.nn import store
+    from mlimg.nn.models import build
+
+    monkeypatch.setattr(store, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(store, "REGISTRY", tmp_path / "weights" / "registry.json")
+    monkeypatch.setattr(store, "_loaded", {})
+    data = _synthetic_images(tmp_path / "data")
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+
+    def run(out, steps, *extra):
+        args = parser.parse_args(["cae", "--data", str(data), "--out", str(out), "--steps", str(steps),
+                                  "--N", "4", "--M", "4", "--crop", "16", "--batch", "2",
+                                  "--kodak", str(tmp_path / "no-kodak"), *extra])
+        assert train.run(args) == 0
+
+    run(tmp_path / "a", 2)
+    model_id = store.export_checkpoint("cae", tmp_path / "a")
+    entry = store.registry()["models"][model_id]
+    assert entry["training"]["steps"] == 2 and store.default_model("cae") == model_id
+    exported = load_file(str(store.WEIGHTS_DIR / entry["file"]))
+
+    net = build(entry["config"])
+    assert train.init_from_registry(net, model_id, "cae") == 2
+    state = net.state_dict()
+    assert {f"model.{k}" for k in state} == {k for k in exported if k.startswith("model.")}
+    for name, value in state.items():  # gains and prior parameters included
+        assert torch.equal(value, exported[f"model.{name}"]), name
+
+    run(tmp_path / "b", 4, "--init", "default")
+    meta = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
+    assert meta["step"] == 4 and meta["adam_step"] == 2  # 2 registered + 2 new; fresh Adam
+    assert meta["resumes"][-1] == {"step": 2, "command": meta["resumes"][-1]["command"],
+                                   "init": model_id, "sha256": entry["sha256"]}
+    log = (tmp_path / "b" / "train.log").read_text()
+    assert f"initialised from {model_id} at step 2" in log and "(first step of this process" in log
+
+    model_b = store.export_checkpoint("cae", tmp_path / "b")  # the lineage reaches the registry
+    training = store.registry()["models"][model_b]["training"]
+    assert training["steps"] == 4 and training["resumes"][-1]["init"] == model_id
+
+    run(tmp_path / "b", 5, "--init", model_b)  # resume wins
+    meta = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
+    assert meta["step"] == 5 and meta["adam_step"] == 3
+    assert "ignored" in (tmp_path / "b" / "train.log").read_text()

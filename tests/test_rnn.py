@@ -255,3 +255,56 @@ def test_fewer_iterations_give_the_prefix_of_a_longer_file(tiny_model):
     iters = lambda f: [c.data for c in f.chunks if c.type == "ITER"]  # noqa: E731
     assert iters(short) == iters(long)[:2]
     assert short.find("RNNH").data[:-1] == long.find("RNNH").data[:-1]
+
+
+def test_train_init_from_exported_weights(tmp_path, monkeypatch):
+    """checkpoint -> export -> `--init` in an empty run folder: every exported tensor is restored,
+    the step continues from the registry, the lineage records the init."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from mlimg import train_rnn
+    from mlimg.nn import store
+    from mlimg.nn.models import build
+    from mlimg.train import init_from_registry, save_checkpoint
+
+    monkeypatch.setattr(store, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(store, "REGISTRY", tmp_path / "weights" / "registry.json")
+    monkeypatch.setattr(store, "_loaded", {})
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(smooth_image(130, 140, seed=i)).save(data / f"img{i}.png")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        net = build(TINY)
+        (tmp_path / "a").mkdir()
+        save_checkpoint(tmp_path / "a", net, torch.optim.Adam(net.parameters()),
+                        {"step": 3, "config": net.config, "command": "first command"})
+        model_id = train_rnn.export(tmp_path / "a", data, n_crops=1)
+        entry = store.registry()["models"][model_id]
+        exported = load_file(str(store.WEIGHTS_DIR / entry["file"]))
+
+        net2 = build(entry["config"])
+        assert init_from_registry(net2, model_id, "rnn") == 3
+        for name, value in net2.state_dict().items():
+            assert torch.equal(value, exported[f"model.{name}"]), name
+
+        out = tmp_path / "b"
+        argv = ["--data", str(data), "--out", str(out), "--steps", "5", "--batch", "2", "--crop", "16",
+                "--iterations", "2", "--init", "default"]
+        assert train_rnn.main(argv) == 0
+        meta = json.loads((out / "checkpoint.json").read_text())
+        assert meta["step"] == 5 and meta["adam_step"] == 2 and meta["config"]["enc"] == TINY["enc"]
+        assert meta["command"] == "first command"
+        assert meta["resumes"][-1]["init"] == model_id and meta["resumes"][-1]["step"] == 3
+        assert f"initialised from {model_id} at step 3" in (out / "train.log").read_text()
+        model_b = train_rnn.export(out, data, n_crops=1)
+        training = store.registry()["models"][model_b]["training"]
+        assert training["steps"] == 5 and training["resumes"][-1]["init"] == model_id
+        assert training["train_config"]["batch"] == 2
+    finally:
+        torch.set_num_threads(threads)

@@ -68,7 +68,7 @@ def _decode_stack(head: bytes, tokens: bytes, raw: bytes, height: int, width: in
     params = VarintReader(head, fixed)
     try:
         planes = decode_planes(n_planes, bits, height, width, params, tokens, raw)
-    except (ValueError, IndexError, OverflowError) as exc:
+    except (ValueError, IndexError, OverflowError, AssertionError) as exc:  # constriction asserts on some garbage
         raise CodecError(f"chunks 'LLTK'/'LLRB': corrupt lossless data ({exc})") from exc
     if params.pos != len(head):
         raise CodecError(f"chunk {chunk!r}: {len(head) - params.pos} unused bytes after the model parameters")

@@ -16,8 +16,8 @@ import numpy as np
 
 from ..entropy import CategoricalReader, CategoricalWriter
 from . import lossless_model as model
-from .lossless_geometry import Pass, passes
-from .lossless_tokens import BitReader, BitWriter, decode_classes, encode_classes, from_tokens, raw_bit_counts, to_tokens, token_count, wrap
+from .lossless_geometry import Pass, pass_sizes, passes
+from .lossless_tokens import BitReader, BitWriter, TokenBudget, decode_classes, encode_classes, from_tokens, raw_bit_counts, to_tokens, token_count, wrap
 
 
 def write_varints(values) -> bytes:
@@ -35,6 +35,9 @@ class VarintReader:
     def __init__(self, data: bytes, pos: int = 0):
         self._data = data
         self.pos = pos
+
+    def remaining(self) -> int:
+        return len(self._data) - self.pos
 
     def read(self, count: int) -> np.ndarray:
         out = np.zeros(count, np.int64)
@@ -134,10 +137,50 @@ def _encode_planes(planes, bits, height, width):
     return write_varints(flat_params), writer.finish(), bit_writer.finish()
 
 
+class _Shape:
+    """Kind and size of a pass without its index tables (all the model layout depends on)."""
+
+    def __init__(self, kind: str, size: int):
+        self.kind, self.size = kind, size
+
+
+def _param_count(n_planes: int, height: int, width: int) -> int:
+    """How many varints the model parameters of an image of this size hold."""
+    total = 0
+    for kind, size in pass_sizes(height, width):
+        if kind == "B":
+            continue
+        p = _Shape(kind, size)
+        n_groups = model.predictor_groups(p)
+        for c in range(n_planes):
+            total += n_groups - 1 + n_groups * model.predictor_size(p, c) + model.scale_size(c)
+    return total
+
+
+def check_sizes(n_planes: int, bits: int, height: int, width: int, n_params: int, n_tokens: int) -> TokenBudget:
+    """Reject streams that cannot belong to an image of the claimed size, before anything is allocated.
+
+    n_params: bytes of model parameters, n_tokens: bytes of the token stream. Each parameter
+    is a varint of 1 to 10 bytes; every pixel of every plane is one range-coded token, which
+    costs at least TokenBudget.min_cost bits. Returns the budget that decode_planes then
+    spends token by token, so a stream that runs out mid-image fails at that point.
+    """
+    count = _param_count(n_planes, height, width)
+    if not count <= n_params <= 10 * count:
+        raise ValueError(f"{n_params} bytes of model parameters, a {width}x{height} image has {count} parameters")
+    budget = TokenBudget(n_tokens, bits, n_planes * height * width)
+    budget.check()
+    return budget
+
+
 def decode_planes(n_planes: int, bits: int, height: int, width: int, params: VarintReader, tokens: bytes, raw: bytes):
-    """Inverse of encode_planes. Raises ValueError on inconsistent data."""
+    """Inverse of encode_planes -> list of flat int32 planes. Raises ValueError on inconsistent data,
+    as early as the data allows: sizes are checked before the planes are allocated, the token
+    stream after every block, the raw bits after every pass."""
+    budget = check_sizes(n_planes, bits, height, width, params.remaining(), len(tokens))
     reader, bit_reader = CategoricalReader(tokens), BitReader(raw)
-    planes = np.zeros((n_planes, height * width), np.int64)
+    # int32 holds every sample and |residual| (< 2**16); the kernels compute in int64 all the same
+    planes = np.zeros((n_planes, height * width), np.int32)
     errors = np.zeros_like(planes)
     ncls = model.n_classes(bits)
     counts = np.zeros((n_planes, ncls, token_count(bits)), np.int64)
@@ -152,7 +195,7 @@ def decode_planes(n_planes: int, bits: int, height: int, width: int, params: Var
                 pred = model.predict(p, c, planes, w, groups, bits)
                 sfeats = model.scale_features(p, c, planes, errors, pred)
                 classes = model.classes_from_scale(sfeats, params.read(model.scale_size(c)), bits)
-            toks = decode_classes(reader, counts[c], classes)
+            toks = decode_classes(reader, counts[c], classes, budget)
             residual = from_tokens(toks, bit_reader.read(raw_bit_counts(toks)))
             if p.kind == "B":
                 planes[c][p.flat] = _base_reconstruct(p, residual, bits)

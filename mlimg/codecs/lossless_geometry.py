@@ -70,19 +70,19 @@ def _level_pass(kind: str, h: int, height: int, width: int) -> Pass | None:
     xs = np.arange(ox * h, width, 2 * h, dtype=np.int64)
     if ys.size == 0 or xs.size == 0:
         return None
-    yy, xx = np.meshgrid(ys, xs, indexing="ij")
-    yy, xx = yy.ravel(), xx.ravel()
-    flat = yy * width + xx
-    columns = []
-    for dy, dx in OFFSETS[kind]:
-        my = _map_line(yy + dy * h, ((oy + dy) % 2) * h, height, 2 * h)
-        mx = _map_line(xx + dx * h, ((ox + dx) % 2) * h, width, 2 * h)
-        if my is None or mx is None:
-            columns.append(columns[0])  # the primary neighbour always exists
-        else:
-            columns.append(my * width + mx)
     dtype = _index_dtype(height, width)
-    return Pass(kind, 2 * h, (ys.size, xs.size), flat.astype(dtype), np.stack(columns, axis=1).astype(dtype))
+    flat = (ys[:, None] * width + xs[None, :]).ravel().astype(dtype)
+    # Filled column by column straight into the final dtype: the mirrored row and column
+    # coordinates of an offset only depend on the row resp. column, so no (N, K) int64 temporaries.
+    nbrs = np.empty((flat.size, len(OFFSETS[kind])), dtype)
+    for j, (dy, dx) in enumerate(OFFSETS[kind]):
+        my = _map_line(ys + dy * h, ((oy + dy) % 2) * h, height, 2 * h)
+        mx = _map_line(xs + dx * h, ((ox + dx) % 2) * h, width, 2 * h)
+        if my is None or mx is None:
+            nbrs[:, j] = nbrs[:, 0]  # the primary neighbour always exists
+        else:
+            nbrs[:, j] = (my[:, None] * width + mx[None, :]).ravel()
+    return Pass(kind, 2 * h, (ys.size, xs.size), flat, nbrs)
 
 
 def _index_dtype(height: int, width: int):
@@ -104,3 +104,22 @@ def passes(height: int, width: int) -> Iterator[Pass]:
             if p is not None:
                 yield p
         h //= 2
+
+
+def pass_sizes(height: int, width: int) -> list[tuple[str, int]]:
+    """(kind, pixel count) of every pass of passes(height, width), in coding order, by arithmetic
+    only: lets a decoder check a file against the claimed size before it allocates anything."""
+    def count(start: int, n: int, step: int) -> int:
+        return max(0, -(-(n - start) // step))
+
+    step = base_step(height, width)
+    out = [("B", count(0, height, step) * count(0, width, step))]
+    h = step // 2
+    while h >= 1:
+        for kind in ("D", "H", "V"):
+            oy, ox = _ORIGIN[kind]
+            size = count(oy * h, height, 2 * h) * count(ox * h, width, 2 * h)
+            if size:
+                out.append((kind, size))
+        h //= 2
+    return out

@@ -83,7 +83,7 @@ class BitWriter:
 
 class BitReader:
     def __init__(self, data: bytes):
-        self._bits = np.unpackbits(np.frombuffer(data, np.uint8)).astype(np.int64)
+        self._bits = np.unpackbits(np.frombuffer(data, np.uint8))  # uint8: 1/8 of the memory of int64
         self._pos = 0
 
     def read(self, nbits: np.ndarray) -> np.ndarray:
@@ -139,14 +139,56 @@ def encode_classes(writer: CategoricalWriter, counts: np.ndarray, tokens: np.nda
             _update(counts[k], syms[a:b])
 
 
-def decode_classes(reader: CategoricalReader, counts: np.ndarray, classes: np.ndarray) -> np.ndarray:
+class TokenBudget:
+    """Fail-fast guard of the decoder: can the token stream still hold the symbols left to decode?
+
+    Range coding a symbol of (quantised) probability q costs at least -log2(q) bits of the
+    stream (the coder's range shrinks by that factor and gains 32 bits per word it reads), and
+    the decoder reads at most a couple of words past the stored ones (zero padding). The
+    quantised q exceeds the float probability p the counts give by far less than SLACK_P, so
+    -log2(min(1, p + SLACK_P)) summed over the decoded symbols is a lower bound of the bits
+    they used, and every symbol still to come costs at least the cost of the likeliest symbol
+    any count state allows (counts never sum past COUNT_LIMIT when a block starts). A valid
+    stream always fits; the garbage read from a stream that ran out (or a claimed image size
+    far beyond what the stream holds) does not, and is caught early.
+    """
+
+    SLACK_P = 2.0 ** -12
+    SLACK_BITS = 256  # covers the two-word state, the padding words and rounding
+
+    def __init__(self, n_bytes: int, bits: int, symbols: int):
+        k = token_count(bits)
+        self.available = 8 * n_bytes + self.SLACK_BITS
+        self.min_cost = -np.log2(min(1.0, (COUNT_LIMIT + 1) / (COUNT_LIMIT + k) + self.SLACK_P))
+        self.spent = 0.0
+        self.left = symbols
+
+    def check(self) -> None:
+        if self.spent + self.left * self.min_cost > self.available:
+            raise ValueError(
+                f"token stream exhausted: {self.available - self.SLACK_BITS} bits cannot hold the symbols "
+                f"decoded so far plus the {self.left} still to come"
+            )
+
+    def spend(self, probs: np.ndarray, symbols: np.ndarray) -> None:
+        cost = -np.log2(np.minimum(1.0, probs + self.SLACK_P))
+        self.spent += float(np.bincount(symbols, minlength=probs.size)[: probs.size] @ cost)
+        self.left -= symbols.size
+        self.check()
+
+
+def decode_classes(reader: CategoricalReader, counts: np.ndarray, classes: np.ndarray,
+                   budget: TokenBudget | None = None) -> np.ndarray:
     order = np.argsort(classes, kind="stable")
     bounds = np.searchsorted(classes[order], np.arange(counts.shape[0] + 1))
     tokens = np.zeros(classes.size, np.int64)
     for k in range(counts.shape[0]):
         where = order[bounds[k] : bounds[k + 1]]
         for a, b in _blocks(counts[k], where.size):
-            syms = reader.decode(probs_from_counts(counts[k]), b - a)
+            probs = probs_from_counts(counts[k])
+            syms = reader.decode(probs, b - a)
+            if budget is not None:
+                budget.spend(probs, syms)
             tokens[where[a:b]] = syms
             _update(counts[k], syms)
     return tokens
