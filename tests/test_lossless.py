@@ -196,3 +196,62 @@ def test_pillow_save_and_open(tmp_path, mode):
     with Image.open(path) as out:
         assert out.mode == mode
         np.testing.assert_array_equal(np.asarray(out), pixels)
+
+
+def _with_stream_lengths(chunks, n_planes):
+    """Rewrite the LLTK/LLRB byte counts stored in LLHD to match the (mutated) chunks."""
+    import struct
+
+    data = dict(chunks)
+    at = 3 + n_planes + 4  # version, planes, bits, channel order, pixel CRC
+    head = bytearray(data["LLHD"])
+    head[at : at + 8] = struct.pack("<II", len(data["LLTK"]), len(data["LLRB"]))
+    return [(t, bytes(head) if t == "LLHD" else d) for t, d in chunks]
+
+
+@pytest.mark.parametrize("claim", [(2000, 2000), (4000, 4000)])
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_huge_claimed_size_from_tiny_file_fails_fast_and_cheaply(mode, claim):
+    """Fuzzer find: a 17x13 file whose header claims a huge image must be rejected before the
+    decoder allocates (and fills) planes of the claimed size."""
+    import time
+    import tracemalloc
+
+    pixels = _smooth_image(mode, 13, 17, seed=7)
+    enc, _ = _roundtrip(pixels, mode)
+    header = Header(width=claim[1], height=claim[0], mode=mode, method="lossless", method_version=1)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(OSError):
+            CODEC.decode(header, enc.chunks)
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 5, elapsed
+    assert peak < 64 * 2**20, peak
+
+
+def test_token_stream_running_out_fails_fast():
+    """Consistent model parameters but a token stream cut short: caught by the token budget
+    long before the last pass, not after decoding a whole image of garbage."""
+    import time
+
+    pixels = _smooth_image("RGB", 300, 256, seed=2)
+    enc, _ = _roundtrip(pixels, "RGB")
+    header = Header(width=256, height=300, mode="RGB", method="lossless", method_version=1)
+    for keep in (0, 64, 1000, 10000):  # the first two fail before decoding, the others mid-image
+        bad = _with_stream_lengths(_corrupt(enc.chunks, "LLTK", lambda d: d[:keep]), 3)
+        start = time.perf_counter()
+        with pytest.raises(CodecError):
+            CODEC.decode(header, bad)
+        assert time.perf_counter() - start < 5
+
+
+def test_large_constant_image_is_small_and_still_decodes():
+    """A constant image compresses to very few bytes; the fail-fast checks must not reject it."""
+    pixels = np.full((700, 640), 200, np.uint8)
+    enc, out = _roundtrip(pixels, "L")
+    assert len(dict(enc.chunks)["LLTK"]) < 1000
+    np.testing.assert_array_equal(out, pixels)

@@ -167,7 +167,7 @@ def check_sizes(n_planes: int, bits: int, height: int, width: int, n_params: int
     """
     count = _param_count(n_planes, height, width)
     if not count <= n_params <= 10 * count:
-        raise ValueError(f"{n_params} bytes of model parameters, a {width}x{height} image has {count} parameters")
+        raise ValueError(f"'LLHD' holds {n_params} bytes of model parameters, a {width}x{height} image has {count}")
     budget = TokenBudget(n_tokens, bits, n_planes * height * width)
     budget.check()
     return budget
