@@ -43,7 +43,8 @@ def tiny_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "cae-tiny.safetensors"
     sha = store.save_weights(path, net, {"prior": factorized_freqs(net.prior)}, TINY)
     store.register("cae-test-tiny", "cae", path, TINY)
-    return "cae-test-tiny", sha
+    yield "cae-test-tiny", sha
+    store.unregister("cae-test-tiny")
 
 
 def fit_prior_to_laplace(prior, steps=60):

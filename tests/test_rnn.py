@@ -35,6 +35,7 @@ def tiny_model(tmp_path_factory):
     store.save_weights(path, net, {}, net.config)
     store.register(MODEL_ID, "rnn", path, net.config)
     yield MODEL_ID
+    store.unregister(MODEL_ID)
     torch.set_num_threads(threads)
 
 

@@ -52,6 +52,12 @@ def register(model_id: str, method: str, path: Path, config: dict) -> str:
     return sha
 
 
+def unregister(model_id: str) -> None:
+    """Forget a model registered at run time (tests clean up so later code sees only shipped models)."""
+    _extra.pop(model_id, None)
+    _loaded.pop(model_id, None)
+
+
 def default_model(method: str) -> str | None:
     return registry()["default"].get(method)
 
