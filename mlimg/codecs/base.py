@@ -37,6 +37,44 @@ class Option:
     valid: str  # human-readable list of valid values, e.g. "2..256 or 'auto'"
 
 
+def int_in(lo: int, hi: int, allow_none: bool = False) -> Callable[[Any], Any]:
+    """Option check: an integer (not a bool) in lo..hi, or None when allowed."""
+
+    def check(v):
+        if v is None and allow_none:
+            return None
+        if isinstance(v, bool) or int(v) != v or not lo <= int(v) <= hi:
+            raise ValueError(v)
+        return int(v)
+
+    return check
+
+
+def one_of(*choices) -> Callable[[Any], Any]:
+    """Option check: one of the given values."""
+
+    def check(v):
+        if v not in choices:
+            raise ValueError(v)
+        return v
+
+    return check
+
+
+def boolean(v) -> bool:
+    """Option check: True/False (0/1 accepted, as the CLI's k=v parsing may give)."""
+    if v in (True, False, 0, 1):
+        return bool(v)
+    raise ValueError(v)
+
+
+def optional_str(v):
+    """Option check: None or a string (e.g. a model id)."""
+    if v is not None and not isinstance(v, str):
+        raise ValueError(v)
+    return v
+
+
 @dataclass
 class Encoded:
     """What encode() returns."""

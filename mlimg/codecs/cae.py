@@ -15,24 +15,12 @@ import struct
 import numpy as np
 
 from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
-from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option
+from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option, int_in, optional_str
 
 STRIDE = 16
 _HEAD = struct.Struct(">BBHHHI")  # quality, reserved, latent height, latent width, channels, escape count
 _TILE = 48  # latent positions per tile side (768 px): bounds memory on huge images
 _MARGIN = 4  # latent positions of context around each tile (64 px)
-
-
-def _check_quality(value) -> int:
-    if isinstance(value, bool) or int(value) != value or not 1 <= int(value) <= 100:
-        raise ValueError(value)
-    return int(value)
-
-
-def _check_model(value):
-    if value is not None and not isinstance(value, str):
-        raise ValueError(value)
-    return value
 
 
 def level_position(quality: int, levels: int) -> float:
@@ -51,8 +39,8 @@ class CaeCodec(Codec):
         ALPHA_CHUNK,
     )
     options = {
-        "quality": Option(75, _check_quality, "an integer 1..100 (higher: more bytes, better quality)"),
-        "model": Option(None, _check_model, "None (the installed default) or a registered cae model id"),
+        "quality": Option(75, int_in(1, 100), "an integer 1..100 (higher: more bytes, better quality)"),
+        "model": Option(None, optional_str, "None (the installed default) or a registered cae model id"),
     }
 
     # ------------------------------------------------------------ encode

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
-from .base import ChunkSpec, Codec, CodecError, Encoded, Option
+from .base import ChunkSpec, Codec, CodecError, Encoded, Option, boolean, int_in, one_of
 from .indexmap import Reader, decode_indexmap, encode_indexmap, put_varint
 
 _SEED = 0
@@ -41,30 +41,6 @@ def _check_k(v):
     if isinstance(v, bool) or int(v) != v or not 2 <= int(v) <= 256:
         raise ValueError(v)
     return int(v)
-
-
-def _check_int_range(lo, hi):
-    def check(v):
-        if isinstance(v, bool) or int(v) != v or not lo <= int(v) <= hi:
-            raise ValueError(v)
-        return int(v)
-
-    return check
-
-
-def _check_choice(*choices):
-    def check(v):
-        if v not in choices:
-            raise ValueError(v)
-        return v
-
-    return check
-
-
-def _check_bool(v):
-    if v in (True, False, 0, 1):
-        return bool(v)
-    raise ValueError(v)
 
 
 # ---------------------------------------------------------------- colour space
@@ -208,11 +184,11 @@ class KMeansCodec(Codec):
         ALPHA_CHUNK,
     )
     options = {
-        "quality": Option(75, _check_int_range(1, 100), "an integer 1..100 (sets k when k is not given)"),
+        "quality": Option(75, int_in(1, 100), "an integer 1..100 (sets k when k is not given)"),
         "k": Option(None, _check_k, "an integer 2..256, 'auto' or None"),
-        "colorspace": Option("rgb", _check_choice("rgb", "lab"), "'rgb' or 'lab'"),
-        "dither": Option(False, _check_bool, "True or False"),
-        "sample": Option(20000, _check_int_range(256, 1 << 24), "an integer 256..16777216 (pixels used to fit)"),
+        "colorspace": Option("rgb", one_of("rgb", "lab"), "'rgb' or 'lab'"),
+        "dither": Option(False, boolean, "True or False"),
+        "sample": Option(20000, int_in(256, 1 << 24), "an integer 256..16777216 (pixels used to fit)"),
     }
     bench_points = ({"k": 8}, {"k": 16}, {"k": 32}, {"k": 64}, {"k": 128}, {"k": 256})
 

@@ -15,26 +15,11 @@ import struct
 import numpy as np
 
 from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
-from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option
+from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option, int_in, one_of
 
 _BLOCKS, _ROWS = 0, 1
 _BLOCK_HDR = struct.Struct(">BBBBBHHB")  # mode, block, 4:2:0?, full basis?, precision, steps, offset
 _ROWS_HDR = struct.Struct(">BH")  # mode, quantiser step (1/16 units)
-
-
-def _choice(*values):
-    def check(v):
-        if v not in values:
-            raise ValueError(v)
-        return v
-
-    return check
-
-
-def _quality(v):
-    if isinstance(v, bool) or int(v) != v or not 1 <= int(v) <= 100:
-        raise ValueError(v)
-    return int(v)
 
 
 def _variance(v):
@@ -62,12 +47,12 @@ class PCACodec(Codec):
         ALPHA_CHUNK,
     )
     options = {
-        "mode": Option("blocks", _choice("blocks", "rows"), "'blocks' or 'rows'"),
-        "quality": Option(75, _quality, "an integer 1..100"),
+        "mode": Option("blocks", one_of("blocks", "rows"), "'blocks' or 'rows'"),
+        "quality": Option(75, int_in(1, 100), "an integer 1..100"),
         "block": Option(8, _block, "8 or 16 (blocks mode)"),
-        "subsampling": Option("auto", _choice("auto", "4:2:0", "4:4:4"),
+        "subsampling": Option("auto", one_of("auto", "4:2:0", "4:4:4"),
                               "'auto' (4:4:4 from quality 80), '4:2:0' or '4:4:4' (blocks mode)"),
-        "basis": Option("separable", _choice("separable", "full"), "'separable' or 'full' (blocks mode)"),
+        "basis": Option("separable", one_of("separable", "full"), "'separable' or 'full' (blocks mode)"),
         "variance": Option(None, _variance, "None (from quality) or a number 0 < v < 1 (rows mode)"),
     }
     bench_points = tuple({"quality": q} for q in (8, 20, 35, 50, 65, 75, 85))  # ~0.15..3 bpp on Kodak

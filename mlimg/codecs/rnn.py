@@ -17,7 +17,7 @@ import struct
 import numpy as np
 
 from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
-from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option
+from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option, int_in, optional_str
 
 STRIDE = 16
 MAX_ITERATIONS = 32  # the model is trained for 16; beyond 32 nothing improves
@@ -35,26 +35,6 @@ def quality_for_iterations(n: int) -> int:
     return math.ceil((n - 1) * 100 / QUALITY_ITERATIONS) + 1
 
 
-def _check_quality(value) -> int:
-    if isinstance(value, bool) or int(value) != value or not 1 <= int(value) <= 100:
-        raise ValueError(value)
-    return int(value)
-
-
-def _check_iterations(value):
-    if value is None:
-        return None
-    if isinstance(value, bool) or int(value) != value or not 1 <= int(value) <= MAX_ITERATIONS:
-        raise ValueError(value)
-    return int(value)
-
-
-def _check_model(value):
-    if value is not None and not isinstance(value, str):
-        raise ValueError(value)
-    return value
-
-
 class RnnCodec(Codec):
     name = "rnn"
     version = 1
@@ -66,9 +46,9 @@ class RnnCodec(Codec):
         ALPHA_CHUNK,
     )
     options = {
-        "quality": Option(75, _check_quality, "an integer 1..100 (higher: more iterations, more bytes)"),
-        "iterations": Option(None, _check_iterations, f"None (from quality) or an integer 1..{MAX_ITERATIONS}"),
-        "model": Option(None, _check_model, "None (the installed default) or a registered rnn model id"),
+        "quality": Option(75, int_in(1, 100), "an integer 1..100 (higher: more iterations, more bytes)"),
+        "iterations": Option(None, int_in(1, MAX_ITERATIONS, allow_none=True), f"None (from quality) or an integer 1..{MAX_ITERATIONS}"),
+        "model": Option(None, optional_str, "None (the installed default) or a registered rnn model id"),
     }
     bench_points = tuple({"quality": quality_for_iterations(n)} for n in (1, 2, 3, 4, 6, 8, 11, 16))
 

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
-from .base import ChunkSpec, Codec, CodecError, Encoded, Option
+from .base import ChunkSpec, Codec, CodecError, Encoded, Option, boolean, int_in, one_of
 from .indexmap import (
     Reader,
     StreamDecoder,
@@ -42,32 +42,6 @@ def codebook_for_quality(quality: int) -> int:
     they gain on photos; the quality range stops where the curve flattens.
     """
     return int(round(2 ** (2 + 8 * (quality - 1) / 99)))
-
-
-def _check_int_range(lo, hi, allow_none=False):
-    def check(v):
-        if v is None and allow_none:
-            return None
-        if isinstance(v, bool) or int(v) != v or not lo <= int(v) <= hi:
-            raise ValueError(v)
-        return int(v)
-
-    return check
-
-
-def _check_choice(*choices):
-    def check(v):
-        if v not in choices:
-            raise ValueError(v)
-        return v
-
-    return check
-
-
-def _check_bool(v):
-    if v in (True, False, 0, 1):
-        return bool(v)
-    raise ValueError(v)
 
 
 # ------------------------------------------------------------ colour + blocks
@@ -318,11 +292,11 @@ class VQCodec(Codec):
         ALPHA_CHUNK,
     )
     options = {
-        "quality": Option(50, _check_int_range(1, 100), "an integer 1..100 (sets the codebook size)"),
-        "codebook": Option(None, _check_int_range(2, MAX_CODEBOOK, True), f"an integer 2..{MAX_CODEBOOK} or None"),
-        "block": Option(4, _check_int_range(2, 16), "an integer 2..16 (block side in pixels)"),
-        "init": Option("eigen", _check_choice(*INITS), "'eigen', 'lbg' or 'random'"),
-        "mean_removed": Option(False, _check_bool, "True or False"),
+        "quality": Option(50, int_in(1, 100), "an integer 1..100 (sets the codebook size)"),
+        "codebook": Option(None, int_in(2, MAX_CODEBOOK, True), f"an integer 2..{MAX_CODEBOOK} or None"),
+        "block": Option(4, int_in(2, 16), "an integer 2..16 (block side in pixels)"),
+        "init": Option("eigen", one_of(*INITS), "'eigen', 'lbg' or 'random'"),
+        "mean_removed": Option(False, boolean, "True or False"),
     }
     bench_points = tuple({"quality": q} for q in (10, 25, 40, 55, 70, 85, 100))
 
