@@ -86,7 +86,7 @@ class RnnCodec(Codec):
             raise CodecError("rnn needs a model reference (MODL chunk) and the file has none")
         if iterations is not None:
             try:
-                iterations = _check_iterations(iterations)
+                iterations = int_in(1, MAX_ITERATIONS)(iterations)
             except (TypeError, ValueError):
                 raise ValueError(f"decode option iterations={iterations!r}: valid is an integer 1..{MAX_ITERATIONS}") from None
         loaded = store.load(model[0], self.name, model[1])
