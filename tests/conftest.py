@@ -32,3 +32,14 @@ def random_image(mode: str, width: int = 7, height: int = 5, seed: int = 0):
 @pytest.fixture(params=MODES)
 def mode(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module: on a loaded shared machine OpenMP spinning makes 2 threads far slower."""
+    import torch  # only the learned-codec tests use this fixture; conftest stays light
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

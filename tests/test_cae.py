@@ -16,13 +16,7 @@ from mlimg.codecs.base import CodecError, Header
 
 torch = pytest.importorskip("torch")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One thread: on a loaded shared machine OpenMP spinning makes 2 threads far slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = {"arch": "cae", "N": 8, "M": 6, "lambdas": [0.001, 0.01, 0.1]}

@@ -10,13 +10,7 @@ torch = pytest.importorskip("torch")
 from mlimg.nn.integer import int_conv2d, int_matmul  # noqa: E402
 from mlimg.nn.models import GMM, anchor_mask, build  # noqa: E402
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One thread: on a loaded shared machine OpenMP spinning makes 2 threads far slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = {"arch": "gmm", "N": 8, "M": 8, "K": 3, "lambdas": [0.01, 0.05]}

@@ -11,13 +11,7 @@ from mlimg.nn.integer import FREQ_BITS, factorized_freqs, freqs_to_probs, pmf_to
 from mlimg.nn.layers import GDN, ResidualBlockStride, ResidualBlockUpsample, SimplifiedAttention  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One thread: on a loaded shared machine OpenMP spinning makes 2 threads far slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_gdn_normalises_and_igdn_multiplies():
