@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4, "I;16": 1}
+from .codecs.base import CHANNELS as _CHANNELS
 
 
 def _plane(rng: np.random.Generator, width: int, height: int, noise: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from . import codecs, container
-from .codecs.base import Codec, Header
+from .codecs.base import Codec, Header, pixel_shape
 
 FORMAT = "MLIMG"
 MIME = "image/x-mlimg"
@@ -29,7 +29,6 @@ DEFAULT_METHOD = "pca"
 
 _RAWMODES = {"L": "L", "RGB": "RGB", "RGBA": "RGBA", "I;16": "I;16"}  # I;16 raw is little-endian
 _DTYPES = {"L": np.uint8, "RGB": np.uint8, "RGBA": np.uint8, "I;16": np.uint16}
-_CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4, "I;16": 1}
 # Keyword arguments that the plugin handles itself; every other save keyword is a method option.
 _RATE_KEYS = ("target_bpp", "max_bytes")
 _PILLOW_KEYS = ("format",)
@@ -128,11 +127,6 @@ def _check_decode_options(codec: Codec, opts: dict[str, Any]) -> None:
         )
 
 
-def _expected_shape(mode: str, width: int, height: int) -> tuple[int, ...]:
-    channels = _CHANNELS[mode]
-    return (height, width) if channels == 1 else (height, width, channels)
-
-
 class MlimgImageFile(ImageFile.ImageFile):
     format = FORMAT
     format_description = "mlimg machine-learned image"
@@ -219,7 +213,7 @@ class MlimgImageFile(ImageFile.ImageFile):
             raise
         except Exception as exc:  # a codec must raise CodecError; never leak IndexError & co. to users
             raise OSError(f"method {header.method!r} could not decode the file: {type(exc).__name__}: {exc}") from exc
-        shape = _expected_shape(header.mode, header.width, header.height)
+        shape = pixel_shape(header.mode, header.width, header.height)
         pixels = np.asarray(pixels)
         if pixels.shape != shape:
             raise OSError(f"method {header.method!r} decoded shape {pixels.shape}, expected {shape}")

@@ -16,6 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
+# Samples per pixel of each supported mode (the array layouts in the module docstring).
+CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4, "I;16": 1}
+
+
+def pixel_shape(mode: str, width: int, height: int) -> tuple[int, ...]:
+    """The numpy shape of a mode's pixel array: (H, W) for one channel, else (H, W, C)."""
+    channels = CHANNELS[mode]
+    return (height, width) if channels == 1 else (height, width, channels)
+
+
 @dataclass(frozen=True)
 class ChunkSpec:
     """One chunk type a codec owns: its 4-letter name and payload layout (for the spec)."""

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ChunkSpec, Codec, CodecError, Encoded, Header
+from .base import CHANNELS, ChunkSpec, Codec, CodecError, Encoded, pixel_shape
 
-_CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4, "I;16": 1}
 _DTYPES = {"L": np.uint8, "RGB": np.uint8, "RGBA": np.uint8, "I;16": np.dtype("<u2")}
 _SPLIT = 1 << 30  # payload bytes per RAWD chunk; well under the container's chunk limit
-
-
-def expected_shape(header: Header) -> tuple[int, ...]:
-    channels = _CHANNELS[header.mode]
-    return (header.height, header.width) if channels == 1 else (header.height, header.width, channels)
 
 
 class RawCodec(Codec):
@@ -39,9 +33,9 @@ class RawCodec(Codec):
         return Encoded(chunks=[("RAWD", piece) for piece in pieces])
 
     def decode(self, header, chunks, truncated=False):
-        if header.mode not in _CHANNELS:
+        if header.mode not in CHANNELS:
             raise CodecError(f"raw: unsupported mode {header.mode!r}")
-        shape = expected_shape(header)
+        shape = pixel_shape(header.mode, header.width, header.height)
         itemsize = np.dtype(_DTYPES[header.mode]).itemsize
         expected = int(np.prod(shape)) * itemsize
         payloads = [data for chunk_type, data in chunks if chunk_type == "RAWD"]
