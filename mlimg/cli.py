@@ -186,6 +186,8 @@ def cmd_decode(args) -> int:
         im.decode_options = parse_options(args.option)
         if args.iterations is not None:  # progressive methods (rnn): decode only the first N
             im.decode_options["iterations"] = args.iterations
+        if args.realism is not None:  # generative methods (gan): 0 closest to the original, 1 most realistic
+            im.decode_options["realism"] = args.realism
         try:
             im.load()
         except ValueError as exc:
@@ -243,6 +245,8 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUT")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="decode option (repeatable)")
     p.add_argument("--iterations", type=int, metavar="N", help="progressive methods (rnn): decode only the first N iterations")
+    p.add_argument("--realism", type=float, metavar="R",
+                   help="generative methods (gan): 0 (closest to the original) .. 1 (most realistic, default)")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("methods", help="list methods, their modes and options")

@@ -82,6 +82,13 @@ class CategoricalWriter:
             model = _coder().stream.model.Categorical(np.asarray(probs, dtype=np.float64), perfect=False)
             self._enc.encode(symbols, model)
 
+    def encode_rows(self, symbols, probs) -> None:
+        """One symbol per row of probs (N, K): each symbol with its own distribution."""
+        symbols = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
+        if symbols.size:
+            model = _coder().stream.model.Categorical(perfect=False)
+            self._enc.encode(symbols, model, np.ascontiguousarray(probs, dtype=np.float64))
+
     def finish(self) -> bytes:
         return self._enc.get_compressed().tobytes()
 
@@ -103,3 +110,11 @@ class CategoricalReader:
             return np.zeros(0, dtype=np.int32)
         model = _coder().stream.model.Categorical(np.asarray(probs, dtype=np.float64), perfect=False)
         return np.asarray(self._dec.decode(model, count), dtype=np.int32)
+
+    def decode_rows(self, probs) -> np.ndarray:
+        """Inverse of CategoricalWriter.encode_rows: one symbol per row of probs (N, K)."""
+        probs = np.ascontiguousarray(probs, dtype=np.float64)
+        if probs.shape[0] == 0:
+            return np.zeros(0, dtype=np.int32)
+        model = _coder().stream.model.Categorical(perfect=False)
+        return np.asarray(self._dec.decode(model, probs), dtype=np.int32)

@@ -75,6 +75,7 @@ METHOD_CASES: dict[str, MethodCases] = {
         {"mode": "rows", "variance": 0.5},
     )),
     "cae": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
+    "gmm": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
     "rnn": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
     "lossless": MethodCases(),
 }

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = ("cae", "gmm", "rnn")  # rnn trains in mlimg/train_rnn.py
+METHODS = ("cae", "gmm", "rnn", "gan")  # rnn trains in mlimg/train_rnn.py, gan in mlimg/train_gan.py
 KODAK_EVAL = ("kodim01.png", "kodim08.png", "kodim23.png")
 
 
@@ -46,12 +46,17 @@ def add_arguments(parser) -> None:
                         help="when the run folder has no checkpoint: start from these registered weights "
                              "('default': the method's default model) at their recorded step, with a fresh "
                              "optimiser; ignored when the run folder has a checkpoint (resume wins)")
+    parser.add_argument("--base", default=None,
+                        help="gan only: the gmm model id or gmm run folder whose frozen codec the generator decodes")
 
 
 def run(args) -> int:
     if args.method == "rnn":
         from .train_rnn import run_from_train_command
         return run_from_train_command(args)
+    if args.method == "gan":
+        from .train_gan import run_from_train_command as run_gan
+        return run_gan(args)
     if args.export:
         from .nn import store
 
@@ -86,7 +91,8 @@ def random_batch(images: list[np.ndarray], rng: np.random.Generator, crop: int, 
         if rng.random() < 0.5:
             patch = patch[::-1]
         out[i] = patch
-    return out.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    # Contiguous NCHW: a channels-last strided batch segfaults torch 2.13 CPU conv backward at 128 px.
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -208,17 +208,20 @@ def analysis_tiled(net, x: np.ndarray, gain) -> np.ndarray:
     return out
 
 
-def synthesis_tiled(net, q: np.ndarray, inv_gain) -> np.ndarray:
-    """Integer latent (M, lh, lw) -> float image (16 lh, 16 lw, 3) in [0, 1]-ish, tile by tile."""
+def synthesis_tiled(net, q: np.ndarray, inv_gain, synthesis=None) -> np.ndarray:
+    """Integer latent (M, lh, lw) -> float image (16 lh, 16 lw, 3) in [0, 1]-ish, tile by tile.
+
+    `synthesis` (default net.g_s) maps a (1, M, h, w) tensor of gained-back latents to pixels."""
     import torch
 
+    synthesis = synthesis or net.g_s
     _, lh, lw = q.shape
     out = np.empty((lh * STRIDE, lw * STRIDE, 3), np.float32)
     ig = inv_gain.view(1, -1, 1, 1)
     for y0, y1, wy0, wy1 in _spans(lh):
         for x0, x1, wx0, wx1 in _spans(lw):
             t = torch.from_numpy(q[:, wy0:wy1, wx0:wx1].astype(np.float32))[None]
-            img = net.g_s(t * ig)[0].numpy().transpose(1, 2, 0)
+            img = synthesis(t * ig)[0].numpy().transpose(1, 2, 0)
             oy, ox = (y0 - wy0) * STRIDE, (x0 - wx0) * STRIDE
             out[y0 * STRIDE : y1 * STRIDE, x0 * STRIDE : x1 * STRIDE] = img[oy : oy + (y1 - y0) * STRIDE, ox : ox + (x1 - x0) * STRIDE]
     return out

@@ -132,8 +132,8 @@ def exp_table(frac_bits: int, size: int = 1024) -> np.ndarray:
     return np.round(np.exp(-np.arange(size) / (1 << frac_bits)) * (1 << MIX_BITS)).astype(np.int64)
 
 
-def gaussian_tables(scales: np.ndarray, half_width: int) -> np.ndarray:
-    """G[s, f, d + D]: integer mass (sum <= 2**16) of N(f/16, scale_s^2) on the unit bin at offset d."""
+def gaussian_tables(scales: np.ndarray, half_width: int, bits: int = MIX_BITS) -> np.ndarray:
+    """G[s, f, d + D]: integer mass (sum <= 2**bits) of N(f/16, scale_s^2) on the unit bin at offset d."""
     from math import erf, sqrt
 
     d = np.arange(-half_width, half_width + 1, dtype=np.float64)
@@ -142,7 +142,7 @@ def gaussian_tables(scales: np.ndarray, half_width: int) -> np.ndarray:
     edges = d[None, None, :] - fracs[None, :, None]
     s = scales[:, None, None]
     pmf = cdf((edges + 0.5) / s) - cdf((edges - 0.5) / s)
-    return np.floor(pmf * (1 << MIX_BITS)).astype(np.int64)
+    return np.floor(pmf * (1 << bits)).astype(np.int64)
 
 
 def int_softmax(logits: np.ndarray, table: np.ndarray) -> np.ndarray:

@@ -15,6 +15,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 REGISTRY = WEIGHTS_DIR / "registry.json"
 
@@ -114,9 +116,22 @@ def save_weights(path: Path, net, tables: dict, config: dict) -> str:
 
     tensors = {f"model.{k}": v.detach().float().contiguous().cpu() for k, v in net.state_dict().items()}
     for name, table in tables.items():
-        tensors[f"cdf.{name}"] = torch.from_numpy(table.astype("int32"))
+        tensors[f"cdf.{name}"] = torch.from_numpy(np.ascontiguousarray(table, dtype=np.int32))
     save_file(tensors, str(path), metadata={"config": json.dumps(config)})
     return sha256_file(path)
+
+
+def integer_tables(net) -> dict:
+    """The integer tables a decoder needs beside the float network (computed once, at export)."""
+    if net.config["arch"] == "cae":
+        from .integer import factorized_freqs
+
+        return {"prior": factorized_freqs(net.prior)}
+    if net.config["arch"] == "gmm":
+        from .gmm_entropy import export_tables
+
+        return export_tables(net)
+    raise ValueError(f"no integer tables for architecture {net.config['arch']!r}")
 
 
 def export_checkpoint(method: str, run_dir: Path) -> str:
@@ -128,15 +143,14 @@ def export_checkpoint(method: str, run_dir: Path) -> str:
 
     from safetensors.torch import load_file
 
-    from .integer import factorized_freqs
     from .models import build
 
     meta = json.loads((run_dir / "checkpoint.json").read_text())
-    config = {k: meta["config"][k] for k in ("arch", "N", "M", "lambdas")}
+    config = {k: meta["config"][k] for k in ("arch", "N", "M", "K", "lambdas") if k in meta["config"]}
     net = build(config)
     tensors = load_file(str(run_dir / "checkpoint.safetensors"))
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    tables = {"prior": factorized_freqs(net.prior)}
+    tables = integer_tables(net)
     WEIGHTS_DIR.mkdir(exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=WEIGHTS_DIR, suffix=".tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)

@@ -1,0 +1,260 @@
+"""gmm: Cheng et al. 2020 (hyperprior, discretised Gaussian-mixture likelihoods, attention)
+with a two-pass checkerboard context (He et al. 2021) and gain units for variable rate.
+
+Pixels -> analysis network -> latent y (gained, rounded) -> hyper-analysis -> z (rounded).
+z is range-coded with stored integer tables (chunk HLAT). y is coded in two passes (chunk
+GLAT): checkerboard anchors from the hyperprior alone, then the other half with a context
+of the decoded anchors. Every probability comes from the fixed-point entropy model
+(nn/gmm_entropy.py), so decoding is bit-exact everywhere; only the synthesis network that
+turns the decoded y into pixels is floating point (tolerance class rmse + peak).
+Layout: spec/methods/gmm.md.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
+from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option, int_in, optional_str
+from .cae import STRIDE, _pad, _to_rgb_float, analysis_tiled, level_position, synthesis_tiled
+
+HYPER_STRIDE = 4  # z is y downsampled twice by 2
+_HLAT = struct.Struct(">HHHI")  # z height, z width, z channels, escape count
+_GLAT = struct.Struct(">BBHHHI")  # quality, reserved, latent height, latent width, channels, escape count
+
+
+class GmmCodec(Codec):
+    name = "gmm"
+    version = 1
+    modes = ("L", "RGB", "RGBA")  # RGBA: colour through the network, alpha lossless in ALPH
+    needs_model = True
+    chunk_specs = (
+        ChunkSpec("HLAT", "u16 zh, u16 zw, u16 z channels, u32 n_escapes, n_escapes x i16, "
+                          "range-coded hyper-latent symbols (u32 LE words)"),
+        ChunkSpec("GLAT", "u8 quality, u8 0, u16 latent h, u16 latent w, u16 channels, u32 n_escapes, "
+                          "n_escapes x i16, range-coded latent symbols: anchors, then non-anchors (u32 LE words)"),
+        ALPHA_CHUNK,
+    )
+    options = {
+        "quality": Option(75, int_in(1, 100), "an integer 1..100 (higher: more bytes, better quality)"),
+        "model": Option(None, optional_str, "None (the installed default) or a registered model id"),
+    }
+
+    # ------------------------------------------------------------ encode
+
+    def encode(self, pixels, mode: str, opts) -> Encoded:
+        import torch
+
+        from ..nn import store
+
+        model_id = opts.get("model") or store.default_model(self.name)
+        if model_id is None:
+            raise ValueError(f"no {self.name} weights are installed; pass model=<id> of a registered model")
+        loaded = store.load(model_id, self.name)
+        net, entropy = loaded.net, _entropy_model(loaded)
+        quality = opts["quality"]
+        x = _to_rgb_float(np.asarray(pixels), mode)
+        with torch.inference_mode():
+            gain, _ = net.gains(level_position(quality, net.log_gain.shape[0]))
+            y = analysis_tiled(net, _pad(x), gain)
+            y = np.clip(np.round(y), -32768, 32767)
+            z = net.h_a(torch.from_numpy(y.astype(np.float32))[None])[0].numpy()
+        y = y.astype(np.int64)
+        z = np.clip(np.round(z), -32768, 32767).astype(np.int64)
+        chunks = [("HLAT", _pack_hyper(z, entropy.t["z_prior"])), ("GLAT", _pack_latent(y, z, quality, entropy))]
+        if mode == "RGBA":
+            chunks.append(("ALPH", encode_alpha(np.asarray(pixels)[:, :, 3])))
+        return Encoded(chunks, info={"quality": quality, "model_id": model_id},
+                       model=(model_id, bytes.fromhex(loaded.sha256)))
+
+    # ------------------------------------------------------------ decode
+
+    def decode(self, header: Header, chunks, model=None):
+        return self.decode_with(header, chunks, model, lambda net: net.g_s)
+
+    def decode_with(self, header: Header, chunks, model, synthesis):
+        """Decode with `synthesis(net)` as the float network from latents to pixels
+        (gmm: the synthesis transform; gan: its generator)."""
+        import torch
+
+        from ..nn import store
+
+        if model is None:
+            raise CodecError(f"{self.name} needs a model reference (MODL chunk) and the file has none")
+        loaded = store.load(model[0], self.name, model[1])
+        net, entropy = loaded.net, _entropy_model(loaded)
+        hlat, glat = _one(chunks, "HLAT"), _one(chunks, "GLAT")
+        alph = [data for kind, data in chunks if kind == "ALPH"]
+        if len(alph) != (header.mode == "RGBA"):
+            raise CodecError(f"chunk 'ALPH': {len(alph)} found, mode {header.mode} needs {int(header.mode == 'RGBA')}")
+        lh, lw = -(-header.height // STRIDE), -(-header.width // STRIDE)
+        z = unpack_hyper(hlat, lh, lw, entropy.t["z_prior"])
+        quality, y = unpack_latent(glat, lh, lw, z, entropy)
+        with torch.inference_mode():
+            _, inv_gain = net.gains(level_position(quality, net.log_gain.shape[0]))
+            x = synthesis_tiled(net, y.astype(np.float32), inv_gain, synthesis(net))
+        x = x[: header.height, : header.width]
+        out = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+        if header.mode == "L":
+            out = np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
+        elif header.mode == "RGBA":
+            out = np.concatenate([out, decode_alpha(alph[0], header.height, header.width)[:, :, None]], axis=2)
+        return out
+
+    def describe(self, header: Header, chunks):
+        for kind, data in chunks:
+            if kind == "GLAT" and len(data) >= _GLAT.size:
+                return {"quality": data[0]}
+        return {}
+
+
+def _entropy_model(loaded):
+    """The fixed-point entropy model of loaded weights (built once per load, then cached)."""
+    from ..nn.gmm_entropy import IntegerEntropyModel
+
+    cached = getattr(loaded, "_integer_entropy", None)
+    if cached is None:
+        cached = IntegerEntropyModel(loaded.tables, loaded.net.M, loaded.net.K)
+        loaded._integer_entropy = cached
+    return cached
+
+
+def _one(chunks, kind: str) -> bytes:
+    found = [data for k, data in chunks if k == kind]
+    if len(found) != 1:
+        raise CodecError(f"chunk {kind!r}: expected exactly one, found {len(found)}")
+    return found[0]
+
+
+def _reader(kind: str, data: bytes):
+    from ..entropy import CategoricalReader
+
+    try:
+        return CategoricalReader(data)
+    except ValueError as exc:
+        raise CodecError(f"chunk {kind!r}: {exc}") from None
+
+
+def _decoding(kind: str, fn, *args):
+    """Run a range-decoder call; constriction reports corrupt streams in several ways."""
+    try:
+        return fn(*args)
+    except CodecError:
+        raise
+    except Exception as exc:
+        raise CodecError(f"chunk {kind!r}: corrupt range-coded data ({exc})") from None
+
+
+def _escapes(kind: str, payload: bytes, offset: int, count: int, total: int):
+    if count > total:
+        raise CodecError(f"chunk {kind!r}: {count} escapes for only {total} values")
+    end = offset + 2 * count
+    if len(payload) < end:
+        raise CodecError(f"chunk {kind!r}: truncated escape list ({len(payload)} bytes, need {end})")
+    return np.frombuffer(payload, ">i2", count, offset).astype(np.int64), end
+
+
+# ---------------------------------------------------------------- HLAT: z with the factorised prior
+
+
+def _pack_hyper(z: np.ndarray, freqs: np.ndarray) -> bytes:
+    from ..entropy import CategoricalWriter
+    from ..nn.integer import freqs_to_probs
+
+    channels, zh, zw = z.shape
+    r = (freqs.shape[1] - 2) // 2
+    flat = z.reshape(channels, -1)
+    outside = np.abs(flat) > r
+    symbols = np.where(outside, freqs.shape[1] - 1, flat + r)
+    probs = freqs_to_probs(freqs)
+    writer = CategoricalWriter()
+    for c in range(channels):
+        writer.encode(symbols[c], probs[c])
+    escaped = flat[outside]
+    return _HLAT.pack(zh, zw, channels, escaped.size) + escaped.astype(">i2").tobytes() + writer.finish()
+
+
+def unpack_hyper(payload: bytes, lh: int, lw: int, freqs: np.ndarray) -> np.ndarray:
+    """HLAT payload -> integer z (channels, zh, zw); CodecError on any inconsistency."""
+    from ..nn.integer import freqs_to_probs
+
+    if len(payload) < _HLAT.size:
+        raise CodecError(f"chunk 'HLAT': {len(payload)} bytes is shorter than its {_HLAT.size}-byte header")
+    zh, zw, channels, n_esc = _HLAT.unpack_from(payload)
+    want = (-(-lh // HYPER_STRIDE), -(-lw // HYPER_STRIDE))
+    if (zh, zw) != want:
+        raise CodecError(f"chunk 'HLAT': hyper-latent size {zh}x{zw} does not match the image ({want[0]}x{want[1]} expected)")
+    if channels != freqs.shape[0]:
+        raise CodecError(f"chunk 'HLAT': {channels} hyper-latent channels, the model has {freqs.shape[0]}")
+    escaped, body = _escapes("HLAT", payload, _HLAT.size, n_esc, channels * zh * zw)
+    r, escape = (freqs.shape[1] - 2) // 2, freqs.shape[1] - 1
+    probs = freqs_to_probs(freqs)
+    reader = _reader("HLAT", payload[body:])
+    symbols = np.stack([_decoding("HLAT", reader.decode, probs[c], zh * zw) for c in range(channels)]).astype(np.int64)
+    outside = symbols == escape
+    if int(outside.sum()) != n_esc:
+        raise CodecError(f"chunk 'HLAT': {int(outside.sum())} escape symbols decoded, header says {n_esc}")
+    z = symbols - r
+    z[outside] = escaped
+    return z.reshape(channels, zh, zw)
+
+
+# ---------------------------------------------------------------- GLAT: y in two checkerboard passes
+
+
+def _pack_latent(y: np.ndarray, z: np.ndarray, quality: int, entropy) -> bytes:
+    from ..entropy import CategoricalWriter
+    from ..nn.gmm_entropy import WINDOW
+
+    channels, lh, lw = y.shape
+    hyper = entropy.hyper(z, lh, lw)
+    y_flat = y.reshape(channels, -1)
+    writer = CategoricalWriter()
+    escaped = []
+    for anchors in (True, False):
+        for pos, centre, probs in entropy.pass_blocks(hyper, y, anchors):
+            values = y_flat[:, pos].T.ravel()  # (position, channel) order
+            offset = values - centre
+            outside = np.abs(offset) > WINDOW
+            symbols = np.where(outside, 2 * WINDOW + 1, offset + WINDOW)
+            writer.encode_rows(symbols, probs)
+            escaped.append(values[outside])
+    escaped = np.concatenate(escaped) if escaped else np.zeros(0, np.int64)
+    head = _GLAT.pack(quality, 0, lh, lw, channels, escaped.size)
+    return head + escaped.astype(">i2").tobytes() + writer.finish()
+
+
+def unpack_latent(payload: bytes, lh: int, lw: int, z: np.ndarray, entropy) -> tuple[int, np.ndarray]:
+    """GLAT payload -> (quality, integer y (channels, lh, lw)); CodecError on any inconsistency."""
+    from ..nn.gmm_entropy import WINDOW
+
+    if len(payload) < _GLAT.size:
+        raise CodecError(f"chunk 'GLAT': {len(payload)} bytes is shorter than its {_GLAT.size}-byte header")
+    quality, reserved, h, w, channels, n_esc = _GLAT.unpack_from(payload)
+    if not 1 <= quality <= 100:
+        raise CodecError(f"chunk 'GLAT': quality {quality} is outside 1..100")
+    if reserved != 0:
+        raise CodecError(f"chunk 'GLAT': reserved byte is {reserved}, must be 0")
+    if (h, w) != (lh, lw):
+        raise CodecError(f"chunk 'GLAT': latent size {h}x{w} does not match the image ({lh}x{lw} expected)")
+    if channels != entropy.M:
+        raise CodecError(f"chunk 'GLAT': {channels} latent channels, the model has {entropy.M}")
+    escaped, body = _escapes("GLAT", payload, _GLAT.size, n_esc, channels * lh * lw)
+    reader = _reader("GLAT", payload[body:])
+    hyper = entropy.hyper(z, lh, lw)
+    y = np.zeros((channels, lh * lw), np.int64)
+    used = 0
+    for anchors in (True, False):
+        for pos, centre, probs in entropy.pass_blocks(hyper, y.reshape(channels, lh, lw), anchors):
+            symbols = _decoding("GLAT", reader.decode_rows, probs).astype(np.int64)
+            values = centre + symbols - WINDOW
+            outside = np.flatnonzero(symbols == 2 * WINDOW + 1)
+            if used + outside.size > n_esc:
+                raise CodecError(f"chunk 'GLAT': more escape symbols decoded than the {n_esc} the header lists")
+            values[outside] = escaped[used : used + outside.size]
+            used += outside.size
+            y[:, pos] = values.reshape(pos.size, channels).T
+    if used != n_esc:
+        raise CodecError(f"chunk 'GLAT': {used} escape symbols decoded, header says {n_esc}")
+    return quality, y.reshape(channels, lh, lw)

@@ -1,0 +1,269 @@
+"""gmm codec: round trips, rate control, model references, corrupt payloads, and the
+issue's determinism requirement (the fixed-point entropy model), with a tiny random model."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from PIL import Image
+
+import mlimg  # noqa: F401  (registers the format)
+from mlimg import codecs
+from mlimg.codecs import gmm as gmm_mod
+from mlimg.codecs.base import CodecError, Header
+
+torch = pytest.importorskip("torch")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = {"arch": "gmm", "N": 8, "M": 8, "K": 3, "lambdas": [0.001, 0.01, 0.1]}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny GMM with fixed-seed random weights, registered under a test-only id."""
+    from mlimg.nn import store
+    from mlimg.nn.models import build
+
+    torch.manual_seed(4321)
+    net = build(TINY)
+    with torch.no_grad():  # a useful latent scale: rate then grows with the gain
+        net.g_a[-2].weight.mul_(20.0)
+    path = tmp_path_factory.mktemp("weights") / "gmm-tiny.safetensors"
+    sha = store.save_weights(path, net, store.integer_tables(net), TINY)
+    store.register("gmm-test-tiny", "gmm", path, TINY)
+    yield "gmm-test-tiny", sha
+    store.unregister("gmm-test-tiny")
+
+
+def smooth_image(h, w, channels=3, seed=0, noise=8.0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = [128 + 100 * np.sin(xx / (5 + 3 * c) + yy / (7 + c)) for c in range(channels)]
+    img = np.clip(np.stack(base, axis=-1) + rng.normal(0, noise, (h, w, channels)), 0, 255).astype(np.uint8)
+    return img[..., 0] if channels == 1 else img
+
+
+def save_load(img, **opts):
+    buf = io.BytesIO()
+    img.save(buf, format="MLIMG", method="gmm", **opts)
+    data = buf.getvalue()
+    out = Image.open(io.BytesIO(data))
+    out.load()
+    return data, out
+
+
+@pytest.mark.parametrize("mode,size", [("RGB", (1, 1)), ("RGB", (17, 33)), ("L", (40, 23)), ("RGBA", (20, 19)), ("RGB", (70, 50))])
+def test_round_trip_shape_mode_and_repeatable_decode(tiny_model, mode, size):
+    w, h = size
+    img = Image.fromarray(smooth_image(h, w, {"L": 1, "RGB": 3, "RGBA": 4}[mode]), mode)
+    data, out = save_load(img, model=tiny_model[0], quality=60)
+    assert out.size == img.size and out.mode == mode
+    assert out.info["method"] == "gmm" if "method" in out.info else True
+    if mode == "RGBA":
+        assert np.array_equal(np.asarray(out)[:, :, 3], np.asarray(img)[:, :, 3])
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(out))
+
+
+@settings(max_examples=8, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), quality=st.integers(1, 100), seed=st.integers(0, 99))
+def test_hypothesis_round_trip(tiny_model, h, w, quality, seed):
+    img = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    data, out = save_load(img, model=tiny_model[0], quality=quality)
+    assert out.size == (w, h)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(out))
+
+
+def test_decoded_latents_equal_the_encoded_ones(tiny_model):
+    """The range coder round trip is exact: y and z decoded from the chunks are what the encoder coded."""
+    from mlimg.nn import store
+
+    loaded = store.load(tiny_model[0], "gmm")
+    entropy = gmm_mod._entropy_model(loaded)
+    rng = np.random.default_rng(0)
+    y = rng.laplace(0, 3, (8, 5, 7)).round().astype(np.int64)
+    y[0, 0, 0], y[1, 2, 3] = 3000, -200  # escapes
+    z = rng.laplace(0, 2, (8, 2, 2)).round().astype(np.int64)
+    z[2, 1, 1] = 500
+    z_back = gmm_mod.unpack_hyper(gmm_mod._pack_hyper(z, entropy.t["z_prior"]), 5, 7, entropy.t["z_prior"])
+    quality, y_back = gmm_mod.unpack_latent(gmm_mod._pack_latent(y, z, 42, entropy), 5, 7, z, entropy)
+    assert np.array_equal(z_back, z) and np.array_equal(y_back, y) and quality == 42
+
+
+def test_encoding_is_deterministic(tiny_model):
+    img = Image.fromarray(smooth_image(32, 48))
+    assert save_load(img, model=tiny_model[0])[0] == save_load(img, model=tiny_model[0])[0]
+
+
+def test_quality_is_monotone_in_rate(tiny_model):
+    img = Image.fromarray(smooth_image(64, 64, seed=3))
+    sizes = [len(save_load(img, model=tiny_model[0], quality=q)[0]) for q in (1, 30, 60, 100)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_target_bpp_bisects_quality_to_fit(tiny_model):
+    img = Image.fromarray(smooth_image(64, 64, seed=3))
+    low = len(save_load(img, model=tiny_model[0], quality=1)[0])
+    high = len(save_load(img, model=tiny_model[0], quality=100)[0])
+    budget = (low + high) // 2
+    data, out = save_load(img, model=tiny_model[0], max_bytes=budget)
+    assert low <= len(data) <= budget and out.size == img.size
+
+
+def test_bad_options_list_valid_values(tiny_model):
+    img = Image.fromarray(smooth_image(8, 8))
+    with pytest.raises(ValueError, match="1..100"):
+        save_load(img, model=tiny_model[0], quality=101)
+    with pytest.raises(ValueError, match="valid options"):
+        save_load(img, model=tiny_model[0], realism=0.5)
+    with pytest.raises(OSError, match="not installed"):
+        save_load(img, model="gmm-no-such-model")
+
+
+def _encode(model_id, h=20, w=30):
+    codec = codecs.get("gmm")
+    opts = codec.validate_options("RGB", {"model": model_id, "quality": 50})
+    return codec, Header(w, h, "RGB", "gmm", 1), codec.encode(smooth_image(h, w), "RGB", opts)
+
+
+def test_model_hash_mismatch_is_a_clear_oserror(tiny_model):
+    codec, header, enc = _encode(tiny_model[0])
+    assert enc.model == (tiny_model[0], bytes.fromhex(tiny_model[1]))
+    wrong = bytes(32)
+    with pytest.raises(OSError, match=f"sha256 {wrong.hex()}.*{tiny_model[1]}"):
+        codec.decode(header, enc.chunks, model=(tiny_model[0], wrong))
+    with pytest.raises(CodecError, match="MODL"):
+        codec.decode(header, enc.chunks)
+
+
+def test_corrupt_payloads_raise_codec_error_naming_the_chunk(tiny_model):
+    codec, header, enc = _encode(tiny_model[0])
+    hlat, glat = dict(enc.chunks)["HLAT"], dict(enc.chunks)["GLAT"]
+    bad_glat = [
+        glat[:5],  # shorter than the header
+        bytes([0]) + glat[1:],  # quality 0
+        glat[:1] + b"\x07" + glat[2:],  # reserved byte
+        glat[:2] + (999).to_bytes(2, "big") + glat[4:],  # latent height inconsistent with the image
+        glat[:6] + (50).to_bytes(2, "big") + glat[8:],  # channel count differs from the model
+        glat[:8] + (10**6).to_bytes(4, "big") + glat[12:],  # absurd escape count
+        glat[:-1],  # not a whole number of words
+    ]
+    for data in bad_glat:
+        with pytest.raises(CodecError, match="GLAT"):
+            codec.decode(header, [("HLAT", hlat), ("GLAT", data)], model=enc.model)
+    bad_hlat = [hlat[:3], (99).to_bytes(2, "big") + hlat[2:], hlat[:4] + (3).to_bytes(2, "big") + hlat[6:], hlat[:-1]]
+    for data in bad_hlat:
+        with pytest.raises(CodecError, match="HLAT"):
+            codec.decode(header, [("HLAT", data), ("GLAT", glat)], model=enc.model)
+    with pytest.raises(CodecError, match="GLAT"):
+        codec.decode(header, [("HLAT", hlat)], model=enc.model)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.binary(min_size=0, max_size=120), st.booleans())
+def test_fuzzed_payload_never_escapes_as_other_errors(tiny_model, tail, hyper):
+    codec, header, enc = _encode(tiny_model[0])
+    chunks = dict(enc.chunks)
+    if hyper:
+        chunks["HLAT"] = chunks["HLAT"][:10] + tail
+    else:
+        chunks["GLAT"] = chunks["GLAT"][:12] + tail
+    try:
+        out = codec.decode(header, list(chunks.items()), model=enc.model)
+    except CodecError:
+        return
+    assert out.shape == (header.height, header.width, 3)
+
+
+def _all_probabilities(entropy, y, z):
+    """Every (centre, probabilities) block the decoder feeds the range coder, in order."""
+    _, lh, lw = y.shape
+    hyper = entropy.hyper(z, lh, lw)
+    return [(pos, c.copy(), p.copy()) for anchors in (True, False) for pos, c, p in entropy.pass_blocks(hyper, y, anchors)]
+
+
+def test_decoder_probability_inputs_are_identical_across_threads_and_exact_integers(tiny_model, monkeypatch):
+    """The issue's determinism test. The probabilities the range decoder uses come from the
+    fixed-point entropy model: compute them under 1 and 2 torch threads, with the float network
+    moved to float64, and with an independent pure-int64 matrix product instead of the float64
+    BLAS path; all must be bit-identical."""
+    from mlimg.nn import gmm_entropy, store
+
+    loaded = store.load(tiny_model[0], "gmm")
+    entropy = gmm_mod._entropy_model(loaded)
+    rng = np.random.default_rng(1)
+    y = rng.laplace(0, 4, (8, 9, 11)).round().astype(np.int64)
+    z = rng.laplace(0, 3, (8, 3, 3)).round().astype(np.int64)
+    runs = []
+    threads = torch.get_num_threads()
+    try:
+        for n_threads, dtype in ((1, torch.float32), (2, torch.float32), (2, torch.float64)):
+            torch.set_num_threads(n_threads)
+            loaded.net.to(dtype)
+            runs.append(_all_probabilities(entropy, y, z))
+    finally:
+        torch.set_num_threads(threads)
+        loaded.net.to(torch.float32)
+    monkeypatch.setattr(gmm_entropy, "int_matmul", lambda a, b: np.matmul(np.asarray(a, np.int64), np.asarray(b, np.int64)))
+    runs.append(_all_probabilities(entropy, y, z))
+    for other in runs[1:]:
+        for (p0, c0, q0), (p1, c1, q1) in zip(runs[0], other):
+            assert np.array_equal(p0, p1) and np.array_equal(c0, c1)
+            assert np.array_equal(q0.view(np.int64), q1.view(np.int64))  # bit-identical floats
+
+
+def test_integer_entropy_model_tracks_the_float_model(tiny_model):
+    """The fixed-point pmf is a close approximation of the trained float mixture: its cross-entropy
+    on these latents costs at most 2 % more bits than the float model's."""
+    from mlimg.nn import store
+    from mlimg.nn.entropy_models import gmm_likelihood
+    from mlimg.nn.gmm_entropy import WINDOW
+    from mlimg.nn.models import anchor_mask
+
+    loaded = store.load(tiny_model[0], "gmm")
+    net, entropy = loaded.net, gmm_mod._entropy_model(loaded)
+    rng = np.random.default_rng(2)
+    z = rng.laplace(0, 2, (8, 3, 3)).round().astype(np.int64)
+    y = rng.laplace(0, 3, (8, 10, 12)).round().astype(np.int64)
+    with torch.no_grad():
+        yt = torch.from_numpy(y.astype(np.float32))[None]
+        w, m, s = net.mixture(net.h_s(torch.from_numpy(z.astype(np.float32))[None]), yt)
+        float_bits = -torch.log2(gmm_likelihood(yt, w, m, s)).sum().item()
+    int_bits = 0.0
+    flat = y.reshape(8, -1)
+    for pos, centre, probs in _all_probabilities(entropy, y, z):
+        v = flat[:, pos].T.ravel() - centre
+        inside = np.abs(v) <= WINDOW
+        sym = np.where(inside, v + WINDOW, 2 * WINDOW + 1)
+        int_bits += -np.log2(probs[np.arange(sym.size), sym]).sum()
+    assert anchor_mask(yt).sum() > 0
+    assert int_bits < float_bits * 1.02 + 20
+
+
+def test_hyper_synthesis_in_integers_matches_the_float_network(tiny_model):
+    from mlimg.nn import store
+    from mlimg.nn.gmm_entropy import A_BITS
+
+    loaded = store.load(tiny_model[0], "gmm")
+    net, entropy = loaded.net, gmm_mod._entropy_model(loaded)
+    z = np.random.default_rng(3).laplace(0, 3, (8, 3, 4)).round().astype(np.int64)
+    with torch.no_grad():
+        ref = net.h_s(torch.from_numpy(z.astype(np.float32))[None])[0].numpy()
+    got = entropy.hyper(z, 12, 16) / 2**A_BITS
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() < 0.05 * max(1.0, np.abs(ref).max())
+
+
+def test_shipped_weights_decode_a_small_image():
+    from mlimg.nn import store
+
+    model_id = store.default_model("gmm")
+    if model_id is None or model_id.startswith("gmm-test"):
+        pytest.skip("no shipped gmm weights in mlimg/weights")
+    img = Image.fromarray(smooth_image(48, 64, seed=5, noise=0))
+    low, _ = save_load(img, quality=1)
+    high, out_high = save_load(img, quality=100)
+    mse = np.mean((np.asarray(out_high, float) - np.asarray(img, float)) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 14 and len(high) > len(low)
