@@ -138,7 +138,7 @@ def test_bench_end_to_end(tmp_path, image_dir, published_dir, fake_methods):
     assert summary == result.summary
     for text in ("## BD-rate / BD-PSNR", "| codec vs → | jpeg | webp | VTM (published) | BPG (published) |",
                  "mlimg fakeq", "## Speed and memory", "fake report over 2 images of shapes [(40, 48, 3)]",
-                 "deliberately broken", "## How these numbers are made"):
+                 "deliberately broken", "## How these numbers are made", "## Sharpness", "HF ratio@0.2"):
         assert text in summary, text
     fake_row = next(line for line in summary.splitlines() if line.startswith("| mlimg fakeq") and "%" in line)
     assert "†" in fake_row  # 2-point curves: the cubic fit falls back to pchip and says so
@@ -253,3 +253,30 @@ def test_error_in_decode_is_an_error_row(monkeypatch):
     monkeypatch.setitem(subjects._cache, "corrupt", Corrupt())
     rows = measure.measure(measure.Task("img", _tiny(0), "corrupt", ({},)))
     assert rows[0]["error"] == "CodecError: chunk 'XXXX': bad"
+
+
+def test_crop_sheet_fits_every_codec_into_the_first_ones_bytes(tmp_path, fake_methods):
+    from mlimg.bench import cropsheet
+    from mlimg.bench.images import TestImage
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:200, 0:230]
+    pixels = np.clip(np.stack([xx, yy, xx + yy], -1) % 256 + rng.normal(0, 20, (200, 230, 3)), 0, 255).astype(np.uint8)
+    out = tmp_path / "sheet.png"
+    tiles = cropsheet.build_sheet([TestImage("noisy", pixels)], out, target_bpp=12.0, methods=("fakeq", "fakeq"))
+    assert [t["codec"] for t in tiles] == ["fakeq", "fakeq", "JPEG", "WebP"]
+    first = tiles[0]["bpp"]
+    assert first <= 12.0 and all(t["bpp"] <= first + 1e-9 for t in tiles[1:])
+    assert all(t["hf_ratio"] > 0 and 10 < t["psnr"] < 60 for t in tiles)
+    with Image.open(out) as im:
+        assert im.size == (5 * (cropsheet.CROP + 4), cropsheet.CROP + cropsheet.LABEL_H + 4)
+
+
+def test_sharpness_table_interpolates_hf_ratio():
+    from mlimg.bench.aggregate import Curve
+    from mlimg.bench.report import sharpness_table
+
+    c = Curve("x", "mlimg x", "method", params=["a", "b"], values={"bpp": [0.1, 0.4], "psnr": [25, 30], "hf_ratio": [0.2, 0.8]})
+    table = sharpness_table([c])
+    assert "| mlimg x |" in table and "n/a" in table  # 0.5 bpp is outside the curve
+    assert sharpness_table([Curve("y", "y", "anchor", params=["a"], values={"bpp": [0.1], "psnr": [20]})]) is None

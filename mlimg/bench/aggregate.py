@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-MEAN_FIELDS = ("bpp", "psnr", "ms_ssim", "rmse", "ratio", "encode_s", "decode_s", "encode_mib", "decode_mib")
+MEAN_FIELDS = ("bpp", "psnr", "ms_ssim", "hf_ratio", "rmse", "ratio", "encode_s", "decode_s", "encode_mib", "decode_mib")
 
 
 @dataclass
@@ -78,7 +78,7 @@ def build_curve(name: str, label: str, kind: str, lossless: bool, rows: list[dic
             continue
         curve.params.append(labels[point])
         for key in MEAN_FIELDS:
-            curve.values[key].append(_mean([float(r[key]) for r in point_rows]))
+            curve.values[key].append(_mean([float(r.get(key, math.nan)) for r in point_rows]))  # rows from older runs lack newer metrics
     if good:
         curve.median_encode_s = statistics.median(r["encode_s"] for r in good)
         curve.median_decode_s = statistics.median(r["decode_s"] for r in good)

@@ -111,6 +111,7 @@ def _quality(reference: np.ndarray, decoded: np.ndarray, num_bytes: int) -> dict
         "psnr": min(psnr, PSNR_CAP),
         "rmse": metrics.rmse(reference, decoded),
         "ms_ssim": metrics.ms_ssim(reference, decoded),
+        "hf_ratio": metrics.high_frequency_ratio(reference, decoded),  # sharpness (gan vs blurrier codecs)
         "exact": bool(np.array_equal(reference, decoded)),
     }
 

@@ -27,6 +27,7 @@ class RunInfo:
     skipped: dict[str, str] = field(default_factory=dict)  # subject -> why it did not run
     reports_skipped: bool = False
     seconds: float = math.nan
+    crop_sheet: str = ""  # Markdown for the equal-size crop sheet, when one was written
 
 
 def fmt(value: float, digits: int = 2, suffix: str = "") -> str:
@@ -63,6 +64,22 @@ def rd_table(curves: list[Curve], info: RunInfo) -> str:
         row += [fmt(metrics.rd_auc(c.bpp, c.psnr, lo, hi)), fmt(metrics.rd_auc(c.bpp, c.ms_ssim, lo, hi), 4)]
         rows.append(row)
     return _table(header, rows)
+
+
+SHARPNESS_RATES = (0.15, 0.2, 0.3, 0.5)
+
+
+def sharpness_table(curves: list[Curve]) -> str | None:
+    """Top-octave luma energy of the reconstruction / the original's, interpolated at fixed rates."""
+    rows = []
+    for c in curves:
+        hf = c.get("hf_ratio")
+        if np.all(np.isnan(hf)):
+            continue
+        rows.append([c.label] + [fmt(metrics.quality_at_rate(c.bpp, hf, r)) for r in SHARPNESS_RATES])
+    if not rows:
+        return None
+    return _table(["codec"] + [f"HF ratio@{r}" for r in SHARPNESS_RATES], rows)
 
 
 def bd_table(curves: list[Curve], anchors: list[Curve], mode: str) -> str:
@@ -240,6 +257,14 @@ def render(
         bd_anchors = anchors + [published[k] for k in published_bd]
         if bd_anchors:
             out += ["", f"## BD-rate / BD-PSNR (PSNR-RGB, {info.bd_mode})", "", bd_table(lossy, bd_anchors, info.bd_mode)]
+        sharp = sharpness_table(lossy)
+        if sharp:
+            out += ["", "## Sharpness (high-frequency energy ratio, 1.0 = as sharp as the original)", "",
+                    "Energy of the luma power spectrum between 0.25 and 0.5 cycles/pixel (Hann window) in the "
+                    "reconstruction divided by the original's, averaged over images (`mlimg.metrics.high_frequency_ratio`); "
+                    "n/a outside a codec's bpp range.", "", sharp]
+    if info.crop_sheet:
+        out += ["", "## Crop sheet (equal file size)", "", info.crop_sheet]
     timed = [c for c in ordered if math.isfinite(c.median_encode_s)]
     if timed:
         out += ["", "## Speed and memory", "", speed_table(timed, curves)]

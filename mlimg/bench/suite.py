@@ -183,6 +183,7 @@ def run(settings: Settings) -> Result:
     files = write_data(out, curves, rows, description)  # saved before the slower steps below
     published, published_dir = published_curves.load(settings.published)
     reports = _method_reports(names, images) if settings.reports else {}
+    crop_sheet = _crop_sheet(out, names, images, files) if settings.plots else ""
     info = RunInfo(
         command=settings.command,
         image_source=source,
@@ -194,6 +195,7 @@ def run(settings: Settings) -> Result:
         skipped=skipped,
         reports_skipped=not settings.reports,
         seconds=time.perf_counter() - started,
+        crop_sheet=crop_sheet,
     )
     summary = render(info, curves, published, published_curves.bd_keys(published), rows, points, reports)
     summary_path = out / "summary.md"
@@ -202,6 +204,30 @@ def run(settings: Settings) -> Result:
     if settings.plots:
         files += write_plots(out, curves, published, f"{len(images)} image(s) from {Path(source).name}")
     return Result(summary, curves, rows, files)
+
+
+CROP_SHEET_IMAGES = 3
+CROP_SHEET_BPP = 0.2
+
+
+def _crop_sheet(out: Path, names: list[str], images: list[TestImage], files: list[Path]) -> str:
+    """gan vs gmm vs JPEG vs WebP crops at equal bytes (written when gan and gmm both run)."""
+    if not {"gan", "gmm"} <= set(names):
+        return ""
+    from .cropsheet import CROP, build_sheet
+
+    path = out / "crop_sheet.png"
+    try:
+        tiles = build_sheet(images[:CROP_SHEET_IMAGES], path, CROP_SHEET_BPP)
+    except Exception as exc:  # the sheet is an extra: never lose the run's numbers over it
+        return f"Crop sheet failed: {type(exc).__name__}: {exc}"
+    files.append(path)
+    lines = ["![crops at equal bytes](crop_sheet.png)", "",
+             f"Most textured {CROP}×{CROP} crop of the first {len(images[:CROP_SHEET_IMAGES])} image(s); gan encoded "
+             f"at target_bpp={CROP_SHEET_BPP} (realism 1), the others at the largest setting whose file is no bigger.", "",
+             "| image | codec | bpp | PSNR | HF ratio |", "|---|---|---|---|---|"]
+    lines += [f"| {t['image']} | {t['codec']} | {t['bpp']:.3f} | {t['psnr']:.2f} | {t['hf_ratio']:.2f} |" for t in tiles]
+    return "\n".join(lines)
 
 
 def write_data(out: Path, curves: dict[str, Curve], rows: list[dict[str, Any]], description: str) -> list[Path]:
