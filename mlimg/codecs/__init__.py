@@ -13,6 +13,8 @@ from .base import Codec
 _REGISTRY = {
     "raw": "mlimg.codecs.raw:RawCodec",
     "cae": "mlimg.codecs.cae:CaeCodec",
+    "gmm": "mlimg.codecs.gmm:GmmCodec",
+    "gan": "mlimg.codecs.gan:GanCodec",
     "kmeans": "mlimg.codecs.kmeans:KMeansCodec",
     "vq": "mlimg.codecs.vq:VQCodec",
     "pca": "mlimg.codecs.pca:PCACodec",

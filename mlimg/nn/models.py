@@ -204,4 +204,7 @@ def build(config: dict):
     if arch == "rnn":  # the rnn codec's recurrent networks live in their own module
         from .rnn_models import RNNCodecNet
         return RNNCodecNet.from_config(config)
+    if arch == "gan":  # gmm + generative decoder, in its own module
+        from .gan_models import GAN
+        return GAN.from_config(config)
     raise ValueError(f"unknown network architecture {arch!r}")

@@ -127,7 +127,7 @@ def integer_tables(net) -> dict:
         from .integer import factorized_freqs
 
         return {"prior": factorized_freqs(net.prior)}
-    if net.config["arch"] == "gmm":
+    if net.config["arch"] in ("gmm", "gan"):  # gan carries its frozen gmm's tables
         from .gmm_entropy import export_tables
 
         return export_tables(net)
