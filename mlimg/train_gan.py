@@ -382,7 +382,7 @@ def train(args) -> int:
 
 def export(run_dir: Path) -> str:
     """Checkpoint -> mlimg/weights/gan-v1-<sha8>.safetensors: every tensor of the base gmm weights
-    file unchanged (float network and integer cdf.* tables) plus model.generator.*; registered as
+    file unchanged (float network and integer cdf.* tables) except g_s, plus model.generator.*; registered as
     the gan default, the previous default gan file removed."""
     import tempfile
 
@@ -410,12 +410,17 @@ def export(run_dir: Path) -> str:
     changed = [k for k, v in base.items() if k.startswith("model.") and not np.array_equal(ckpt.get(k), v)]
     if changed:
         raise SystemExit(f"--export {run_dir}: the checkpoint's gmm part differs from {base_id} ({changed[:3]})")
-    tensors = dict(base)
+    # The generator replaces g_s at decode time: leaving g_s out keeps the file under 25 MB.
+    tensors = {k: v for k, v in base.items() if not k.startswith("model.g_s.")}
     tensors.update({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in ckpt.items() if k.startswith("model.generator.")})
     config = dict(meta["config"])
-    net = GAN.from_config(config)  # validates: the file must load strictly into the gan network
+    net = GAN.from_config(config)  # validates: everything but the optional g_s must load
     import torch
-    net.load_state_dict({k[6:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("model.")})
+    missing, unexpected = net.load_state_dict(
+        {k[6:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+    if unexpected or [k for k in missing if not k.startswith(GAN.optional_weights)]:
+        raise SystemExit(f"--export {run_dir}: tensors do not fit the gan network (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
 
     store.WEIGHTS_DIR.mkdir(exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=store.WEIGHTS_DIR, suffix=".tmp", delete=False) as tmp:

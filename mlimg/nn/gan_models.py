@@ -38,6 +38,9 @@ class GAN(GMM):
     input (plain HiFiC; the realism argument is then ignored).
     """
 
+    # Shipped gan files omit the base's g_s (the generator was initialised from it and replaces it).
+    optional_weights = ("g_s.",)
+
     def __init__(self, N: int = 64, M: int = 96, K: int = 3, lambdas=DEFAULT_LAMBDAS, realism: bool = True):
         super().__init__(N, M, K, lambdas)
         self.config = {"arch": "gan", "N": N, "M": M, "K": K, "lambdas": list(lambdas), "realism": bool(realism)}

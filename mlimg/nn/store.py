@@ -103,7 +103,11 @@ def _read_weights(path: Path, config: dict):
 
     tensors = load_file(str(path))
     net = build(config)
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    missing, unexpected = net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+    missing = [k for k in missing if not k.startswith(getattr(net, "optional_weights", ()))]
+    if missing or unexpected:
+        raise OSError(f"weights file {path.name} does not fit its {config.get('arch')} config "
+                      f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     net.eval()
     tables = {k[4:]: v for k, v in load_numpy(str(path)).items() if k.startswith("cdf.")}
     return net, tables
