@@ -38,6 +38,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--N", type=int, default=None, help="transform width (cae 96, gmm 64)")
     parser.add_argument("--M", type=int, default=None, help="latent channels (cae 128, gmm 96)")
+    parser.add_argument("--Nf", type=int, default=None, help="gmm: width of the full-resolution stages (32; speed)")
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     parser.add_argument("--eval-every", type=int, default=2000, help="steps between Kodak evaluations")
     parser.add_argument("--export", metavar="RUN", default=None,
@@ -213,7 +214,7 @@ def _build(args):
 
     if args.method == "cae":
         return CAE(args.N or 96, args.M or 128)
-    return GMM(args.N or 64, args.M or 96)
+    return GMM(args.N or 64, args.M or 96, Nf=args.Nf or 32)
 
 
 def _train(args) -> int:
@@ -240,7 +241,7 @@ def _train(args) -> int:
         from .nn.models import build
 
         saved = json.loads((run_dir / "checkpoint.json").read_text())["config"]
-        model = build({k: v for k, v in saved.items() if k in ("arch", "N", "M", "K", "lambdas")}).to(device)
+        model = build({k: v for k, v in saved.items() if k in ("arch", "N", "M", "K", "lambdas", "Nf")}).to(device)
     elif init_entry is not None:  # the registered model's architecture
         from .nn.models import build
 

@@ -105,7 +105,7 @@ def load_base(base: str) -> tuple[dict, dict, dict]:
         from safetensors.torch import load as load_bytes
 
         meta = json.loads((folder / "checkpoint.json").read_text())
-        config = {k: meta["config"][k] for k in ("arch", "N", "M", "K", "lambdas") if k in meta["config"]}
+        config = {k: meta["config"][k] for k in ("arch", "N", "M", "K", "lambdas", "Nf") if k in meta["config"]}
         if config.get("arch") != "gmm":
             raise SystemExit(f"--base {base}: the run's architecture is {config.get('arch')!r}, not gmm")
         data = (folder / "checkpoint.safetensors").read_bytes()  # one read: hash and tensors agree
@@ -128,7 +128,7 @@ def build_from_base(config: dict, state: dict):
     """A GAN whose gmm part is `state` (frozen) and whose generator starts as its g_s."""
     from .nn.gan_models import GAN
 
-    net = GAN(config["N"], config["M"], config.get("K", 3), config["lambdas"])
+    net = GAN(config["N"], config["M"], config.get("K", 3), config["lambdas"], Nf=config.get("Nf"))
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("generator.") for k in missing):
         raise SystemExit(f"--base: not a gmm state dict of this size (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -22,12 +22,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .layers import ResidualBlock, ResidualBlockUpsample, SimplifiedAttention, subpel_conv
-from .models import DEFAULT_LAMBDAS, GMM
+from .models import DEFAULT_LAMBDAS, GMM, gmm_synthesis
 
 # Indices in the g_s layer list after which the generator applies FiLM, with their channel counts
-# given as "M" (latent width) or "N" (transform width).
-FILM_AFTER = ((1, "M"), (3, "N"), (6, "N"), (8, "N"))
+# given as "M" (latent width), "N" (transform width) or "Nf" (width of the last stage).
+FILM_AFTER = ((1, "M"), (3, "N"), (6, "N"), (8, "Nf"))
 
 
 class GAN(GMM):
@@ -41,14 +40,16 @@ class GAN(GMM):
     # Shipped gan files omit the base's g_s (the generator was initialised from it and replaces it).
     optional_weights = ("g_s.",)
 
-    def __init__(self, N: int = 64, M: int = 96, K: int = 3, lambdas=DEFAULT_LAMBDAS, realism: bool = True):
-        super().__init__(N, M, K, lambdas)
-        self.config = {"arch": "gan", "N": N, "M": M, "K": K, "lambdas": list(lambdas), "realism": bool(realism)}
-        self.generator = Generator(M, N, realism=realism)
+    def __init__(self, N: int = 64, M: int = 96, K: int = 3, lambdas=DEFAULT_LAMBDAS, realism: bool = True,
+                 Nf: int | None = None):
+        super().__init__(N, M, K, lambdas, Nf)
+        Nf = self.config["Nf"]
+        self.config = {"arch": "gan", "N": N, "M": M, "K": K, "lambdas": list(lambdas), "realism": bool(realism), "Nf": Nf}
+        self.generator = Generator(M, N, realism=realism, Nf=Nf)
 
     @classmethod
     def from_config(cls, config: dict) -> "GAN":
-        return cls(config["N"], config["M"], config["K"], config["lambdas"], config.get("realism", True))
+        return cls(config["N"], config["M"], config["K"], config["lambdas"], config.get("realism", True), config.get("Nf"))
 
     def gmm_state_dict(self) -> dict:
         """The frozen gmm part's tensors (every key except generator.*)."""
@@ -62,24 +63,19 @@ class GAN(GMM):
 
 
 class Generator(nn.Module):
-    def __init__(self, M: int, N: int, realism: bool = True, hidden: int = 64):
+    def __init__(self, M: int, N: int, realism: bool = True, hidden: int = 64, Nf: int | None = None):
         super().__init__()
+        Nf = Nf or N
         # Exactly GMM.g_s's layers (same indices, so g_s's state dict loads into `body`).
-        self.body = nn.Sequential(
-            SimplifiedAttention(M, units=1), ResidualBlock(M),
-            ResidualBlockUpsample(M, N), ResidualBlock(N),
-            ResidualBlockUpsample(N, N), SimplifiedAttention(N, units=1), ResidualBlock(N),
-            ResidualBlockUpsample(N, N), ResidualBlock(N),
-            subpel_conv(N, 3, 2),
-        )
+        self.body = gmm_synthesis(M, N, Nf)
         self.realism = bool(realism)
         if self.realism:
-            widths = {"M": M, "N": N}
+            widths = {"M": M, "N": N, "Nf": Nf}
             self.film_after = [i for i, _ in FILM_AFTER]
             self.beta_mlp = nn.Sequential(nn.Linear(3, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
             self.film = nn.ModuleList(nn.Linear(hidden, 2 * widths[w]) for _, w in FILM_AFTER)
             # Texture branch at half resolution (before the last sub-pixel conv), gated by beta.
-            self.texture = nn.Sequential(nn.Conv2d(N, N, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(N, N, 3, padding=1))
+            self.texture = nn.Sequential(nn.Conv2d(Nf, Nf, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(Nf, Nf, 3, padding=1))
             for layer in (*self.film, self.texture[-1]):
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
