@@ -151,9 +151,25 @@ class MlimgImageFile(ImageFile.ImageFile):
         self._roles = roles
         self._truncated = truncated
         self.decode_options: dict[str, Any] = {}
+        self._draft: tuple[dict[str, Any], int] | None = None  # (decode options, scale) from draft()
         self._decoded: bytes | None = None
         self.info.update(self._describe(header, chunks, roles, codec, truncated))
         self.tile = [ImageFile._Tile(FORMAT, (0, 0, *self.size), 0, (self._take_decoded, _RAWMODES[header.mode]))]
+
+    def draft(self, mode, size):
+        """Like JpegImageFile.draft: when the method has a cheaper decode for images of at
+        least `size` (codec.draft), decode that and shrink by its scale. `mode` is kept."""
+        if not size or self._draft is not None or not self.tile or self._decoded is not None:
+            return None
+        header = self._header
+        plan = self._codec.draft(to_codec_header(header), list(self._roles.codec_chunks), tuple(size))
+        if plan is None:
+            return None
+        self._draft = plan
+        scale = plan[1]
+        self._size = (-(-header.width // scale), -(-header.height // scale))
+        self.tile = [ImageFile._Tile(FORMAT, (0, 0, *self.size), 0, self.tile[0].args)]
+        return self.mode, (0, 0, header.width / scale, header.height / scale)
 
     def load(self):
         if self.tile and self._decoded is None:
@@ -201,6 +217,8 @@ class MlimgImageFile(ImageFile.ImageFile):
             raise OSError(f"image file is truncated: {self._truncated}")
         opts = dict(self.decode_options)
         _check_decode_options(codec, opts)
+        if self._draft is not None:  # the user's own decode options win over the draft's
+            opts = {**self._draft[0], **opts}
         accepted = accepted_decode_options(codec)
         if self._roles.model is not None:
             opts["model"] = self._roles.model
@@ -217,9 +235,23 @@ class MlimgImageFile(ImageFile.ImageFile):
         pixels = np.asarray(pixels)
         if pixels.shape != shape:
             raise OSError(f"method {header.method!r} decoded shape {pixels.shape}, expected {shape}")
+        if self._draft is not None:
+            pixels = box_reduce(pixels, self._draft[1])
         if header.mode == "I;16":
             return np.ascontiguousarray(pixels, dtype="<u2").tobytes()
         return np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+
+
+def box_reduce(pixels: np.ndarray, scale: int) -> np.ndarray:
+    """Mean of each scale x scale block (partial blocks at the edges: of the pixels they
+    have), rounded; the output is ceil(h / scale) x ceil(w / scale), like Image.reduce."""
+    h, w = pixels.shape[:2]
+    sums = np.add.reduceat(np.add.reduceat(pixels.astype(np.float64), np.arange(0, h, scale), axis=0),
+                           np.arange(0, w, scale), axis=1)
+    rows = np.minimum(scale, h - np.arange(0, h, scale))
+    cols = np.minimum(scale, w - np.arange(0, w, scale))
+    area = np.outer(rows, cols).reshape(rows.size, cols.size, *([1] * (pixels.ndim - 2)))
+    return np.round(sums / area).astype(pixels.dtype)
 
 
 class _MlimgDecoder(ImageFile.PyDecoder):

@@ -309,3 +309,83 @@ def test_train_init_from_exported_weights(tmp_path, monkeypatch):
         assert training["train_config"]["batch"] == 2
     finally:
         torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- fast inference path, draft()
+
+
+@pytest.mark.parametrize("extra", [{}, {"reconstruction": "oneshot"}, {"residual_scaling": False}])
+def test_fast_network_passes_match_the_module_path(one_torch_thread, extra):
+    """nn/rnn_inference.py computes what RNNCodecNet computes, up to float32 round-off."""
+    from mlimg.nn import rnn_inference
+    from mlimg.nn.rnn_models import RNNCodecNet
+
+    torch.manual_seed(1)
+    net = RNNCodecNet({**TINY, **extra}).eval()
+    assert rnn_inference.supports(net)
+    x = np.random.default_rng(2).random((40, 56, 3), dtype=np.float32)
+    fast_bits = rnn_mod.encode_bits(net, x, 4)
+    slow_bits = rnn_mod.encode_bits(net, x, 4, fast=False)
+    assert fast_bits.shape == slow_bits.shape == (4, 8, 3, 4)
+    assert (fast_bits == slow_bits).mean() > 0.99  # a code within round-off of 0 may flip
+    fast = rnn_mod.decode_image(net, slow_bits, 3, 4)
+    slow = rnn_mod.decode_image(net, slow_bits, 3, 4, fast=False)
+    np.testing.assert_allclose(fast, slow, atol=1e-5)
+
+
+def test_lstm_networks_use_the_module_path():
+    from mlimg.nn import rnn_inference
+    from mlimg.nn.rnn_models import RNNCodecNet
+
+    assert not rnn_inference.supports(RNNCodecNet({**TINY, "cell": "lstm"}))
+
+
+def test_context_probabilities_per_plane_equal_the_generic_formula():
+    """The per-plane shortcut in ContextCounts.probs gives exactly the specified floats."""
+    from mlimg.entropy import probs_from_counts
+    from mlimg.nn.binary_context import SHARED, ContextCounts, context_count, plane_contexts
+
+    rng = np.random.default_rng(3)
+    counts = ContextCounts(4, rng.integers(0, 300, (context_count(4), 2)))
+    bits = rng.integers(0, 2, (2, 4, 13, 11), dtype=np.uint8)
+    for t, c in [(0, 0), (0, 3), (1, 2)]:
+        ctx = plane_contexts(t, c, bits[0] if t else None, bits[t])
+        expected = probs_from_counts(counts.counts[ctx] + counts.shared[ctx % SHARED])
+        assert np.array_equal(counts.probs(ctx), expected)
+
+
+def test_box_reduce_averages_blocks_like_image_reduce():
+    from mlimg.plugin import box_reduce
+
+    img = np.random.default_rng(4).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    out = box_reduce(img, 2)
+    assert out.shape == (4, 3, 3)
+    assert np.array_equal(out[0, 0], np.round(img[:2, :2].reshape(4, 3).mean(axis=0)).astype(np.uint8))
+    assert np.array_equal(out[3, 2], img[6, 4])  # a 1x1 corner block is itself
+    pillow = np.asarray(Image.fromarray(img).reduce(2)).astype(int)
+    assert np.abs(out.astype(int) - pillow).max() <= 1  # Pillow rounds in integers
+
+
+def test_draft_decodes_half_the_iterations_and_shrinks(tiny_model):
+    data = save(smooth_image(40, 72), iterations=4)
+    from mlimg.plugin import box_reduce
+
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.draft("RGB", (36, 20)) == ("RGB", (0, 0, 36.0, 20.0))
+        assert im.size == (36, 20)
+        assert im.draft("RGB", (9, 5)) is None  # only the first call configures the decoder
+        im.load()
+        drafted = np.asarray(im)
+    assert np.array_equal(drafted, box_reduce(load(data, iterations=2), 2))
+    with Image.open(io.BytesIO(data)) as im:  # scale 4 (the largest of 2, 4, 8 that fits)
+        assert im.draft(None, (17, 9))[1] == (0, 0, 18.0, 10.0) and im.size == (18, 10)
+    with Image.open(io.BytesIO(data)) as im:  # no smaller than half: nothing to gain
+        assert im.draft("RGB", (50, 30)) is None and im.size == (72, 40)
+    with Image.open(io.BytesIO(data)) as im:  # the user's decode options win
+        im.draft("RGB", (36, 20))
+        im.decode_options["iterations"] = 4
+        im.load()
+        assert np.array_equal(np.asarray(im), box_reduce(load(data), 2))
+    with Image.open(io.BytesIO(data)) as im:
+        im.thumbnail((16, 16))  # Pillow's thumbnail() drafts first
+        assert max(im.size) == 16

@@ -156,3 +156,11 @@ class Codec:
     def describe(self, header: Header, chunks: list[tuple[str, bytes]]) -> dict[str, Any]:
         """Cheap facts for im.info / `mlimg info` without decoding pixels (e.g. palette size)."""
         return {}
+
+    def draft(self, header: Header, chunks: list[tuple[str, bytes]], size: tuple[int, int]) -> tuple[dict[str, Any], int] | None:
+        """Pillow's draft(): a cheaper decode for an image of at least `size` (w, h).
+
+        Returns (decode options, scale): the plugin decodes with those options and box-averages
+        the pixels by `scale` (2, 4 or 8). None (the default): this method has no cheaper decode.
+        """
+        return None

@@ -36,8 +36,19 @@ def context_count(channels: int) -> int:
 
 def _neighbour_ones(plane: np.ndarray) -> np.ndarray:
     """Number of 4-neighbours equal to 1 (edges replicated), 0..4."""
-    p = np.pad(plane, 1, mode="edge").astype(np.int32)
-    return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
+    p = plane.astype(np.int32)
+    s = np.zeros_like(p)
+    # Each neighbour by slicing, the clamped edge row/column counting itself (no np.pad: it
+    # costs more than the sums on these small planes).
+    s[1:] += p[:-1]
+    s[0] += p[0]
+    s[:-1] += p[1:]
+    s[-1] += p[-1]
+    s[:, 1:] += p[:, :-1]
+    s[:, 0] += p[:, 0]
+    s[:, :-1] += p[:, 1:]
+    s[:, -1] += p[:, -1]
+    return s
 
 
 def plane_contexts(t: int, c: int, prev: np.ndarray | None, cur: np.ndarray) -> np.ndarray:
@@ -82,15 +93,21 @@ class ContextCounts:
     def probs(self, ctx: np.ndarray) -> np.ndarray:
         from ..entropy import probs_from_counts
 
+        if ctx.size and ctx.size > SHARED:
+            block = ctx[0] // SHARED * SHARED
+            local = ctx - block
+            if local.min() >= 0 and local.max() < SHARED:  # one channel's contexts (a plane):
+                # the probabilities of its 126 contexts, then a lookup; the same float64 values
+                return probs_from_counts(self.counts[block : block + SHARED] + self.shared)[local]
         return probs_from_counts(self.counts[ctx] + self.shared[ctx % SHARED])
 
     def update(self, ctx: np.ndarray, bits: np.ndarray) -> None:
-        for table, index in ((self.counts, ctx), (self.shared, ctx % SHARED)):
-            k = table.shape[0]
-            table[:, 1] += np.bincount(index[bits == 1], minlength=k)
-            table[:, 0] += np.bincount(index[bits == 0], minlength=k)
+        pair = ctx * 2 + bits  # (context, bit) -> one bincount per table instead of two masked ones
+        for table, index in ((self.counts, pair), (self.shared, pair % (2 * SHARED))):
+            table += np.bincount(index, minlength=table.size).reshape(table.shape)
             big = table.sum(axis=1) > RESCALE
-            table[big] = (table[big] + 1) // 2
+            if big.any():
+                table[big] = (table[big] + 1) // 2
 
 
 def _scale(counts: np.ndarray) -> np.ndarray:
