@@ -76,6 +76,7 @@ METHOD_CASES: dict[str, MethodCases] = {
     )),
     "cae": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
     "gmm": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
+    "gan": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
     "rnn": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
     "lossless": MethodCases(),
 }
