@@ -206,7 +206,7 @@ def test_decoder_probability_inputs_are_identical_across_threads_and_exact_integ
     finally:
         torch.set_num_threads(threads)
         loaded.net.to(torch.float32)
-    monkeypatch.setattr(gmm_entropy, "int_matmul", lambda a, b: np.matmul(np.asarray(a, np.int64), np.asarray(b, np.int64)))
+    monkeypatch.setattr(gmm_entropy, "int_matmul", lambda a, b, *_: np.matmul(np.asarray(a, np.int64), np.asarray(b, np.int64)))
     runs.append(_all_probabilities(entropy, y, z))
     for other in runs[1:]:
         for (p0, c0, q0), (p1, c1, q1) in zip(runs[0], other):

@@ -75,50 +75,60 @@ def export_tables(net) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- fixed-point layers
 
 
+class IntLayer:
+    """An integer layer as a matrix: w (fan-in, out) int64, its float64 copy and bound, bias."""
+
+    def __init__(self, w: np.ndarray, b: np.ndarray, taps: np.ndarray | None = None):
+        o, c, k, _ = w.shape
+        cols = w.reshape(o, c, k * k)
+        if taps is not None:
+            cols = cols[:, :, taps]
+        self.k, self.taps, self.out = k, taps, o
+        self.w = np.ascontiguousarray(cols.reshape(o, -1).T, dtype=np.int64)
+        self.w_float = self.w.astype(np.float64)
+        self.bound = float(np.abs(self.w).sum(axis=0).max(initial=0))
+        self.b = np.asarray(b, np.int64)
+
+    def apply(self, cols: np.ndarray) -> np.ndarray:
+        """(n, fan-in) integer inputs -> (n, out) integer outputs at the activation scale (floor)."""
+        return (int_matmul(cols, self.w, self.w_float, self.bound) + self.b) >> W_BITS
+
+
 def _saturate(x: np.ndarray) -> np.ndarray:
     return np.clip(x, -ACT_LIMIT, ACT_LIMIT)
 
 
-def conv_banded(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int, relu: bool,
-                taps: np.ndarray | None = None) -> np.ndarray:
+def conv_banded(x: np.ndarray, layer: IntLayer, pad: int, relu: bool) -> np.ndarray:
     """Stride-1 integer conv of (C, H, W) in bands of output rows (bounded memory).
 
-    `taps` restricts the kernel to those flattened window positions (the checkerboard
+    A layer built with `taps` uses only those flattened window positions (the checkerboard
     context uses 12 of 25): same result as zero weights there, half the work.
     """
     c, h, wd = x.shape
-    o, _, k, _ = w.shape
+    k = layer.k
     xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
     ho, wo = h + 2 * pad - k + 1, wd + 2 * pad - k + 1
-    w_cols = w.reshape(o, c, k * k)
-    if taps is not None:
-        w_cols = w_cols[:, :, taps]
-    w_mat = w_cols.reshape(o, -1).T
-    per_row = wo * w_mat.shape[0]
-    rows = max(1, _BAND_ELEMENTS // max(per_row, 1))
-    out = np.empty((o, ho, wo), np.int64)
+    rows = max(1, _BAND_ELEMENTS // max(wo * layer.w.shape[0], 1))
+    out = np.empty((layer.out, ho, wo), np.int64)
     for r0 in range(0, ho, rows):
         r1 = min(ho, r0 + rows)
-        band = xp[:, r0 : r1 + k - 1]
-        win = np.lib.stride_tricks.sliding_window_view(band, (k, k), axis=(1, 2))  # (C, rows, wo, k, k)
-        win = win.reshape(c, r1 - r0, wo, k * k)
-        if taps is not None:
-            win = win[..., taps]
+        win = np.lib.stride_tricks.sliding_window_view(xp[:, r0 : r1 + k - 1], (k, k), axis=(1, 2))
+        win = win.reshape(c, r1 - r0, wo, k * k)  # (C, rows, wo, k*k)
+        if layer.taps is not None:
+            win = win[..., layer.taps]
         cols = win.transpose(1, 2, 0, 3).reshape((r1 - r0) * wo, -1)
-        acc = int_matmul(cols, w_mat) + b
-        out[:, r0:r1] = (acc >> W_BITS).T.reshape(o, r1 - r0, wo)
+        out[:, r0:r1] = layer.apply(cols).T.reshape(layer.out, r1 - r0, wo)
     if relu:
         out = np.maximum(out, 0)
     return _saturate(out)
 
 
-def conv_transposed_banded(x: np.ndarray, w: np.ndarray, b: np.ndarray, relu: bool) -> np.ndarray:
+def conv_transposed_banded(x: np.ndarray, layer: IntLayer, relu: bool) -> np.ndarray:
     """ConvTranspose2d(k=4, stride=2, padding=1) as zero insertion + ordinary conv (pure indexing)."""
     c, h, wd = x.shape
-    k = w.shape[-1]
     up = np.zeros((c, 2 * h - 1, 2 * wd - 1), np.int64)
     up[:, ::2, ::2] = x
-    return conv_banded(up, w, b, pad=k - 1 - 1, relu=relu)
+    return conv_banded(up, layer, pad=layer.k - 2, relu=relu)
 
 
 # ---------------------------------------------------------------- the model
@@ -134,23 +144,26 @@ class IntegerEntropyModel:
             raise OSError(f"gmm weights lack the integer tables {missing}")
         self.t = {name: np.asarray(v, np.int64) for name, v in tables.items()}
         self.M, self.K = M, K
+        t = self.t
+        self.layers = {name: IntLayer(t[f"{name}.w"], t[f"{name}.b"]) for name in ("hs0", "hs1", "hs2", "ep0", "ep1", "ep2")}
+        self.layers["ctx"] = IntLayer(t["ctx.w"], t["ctx.b"], taps=CONTEXT_TAPS)
         self.gauss_width = self.t["gauss"].shape[2]
 
     # -------- hyper-synthesis: z -> features at y resolution
 
     def hyper(self, z: np.ndarray, lh: int, lw: int) -> np.ndarray:
         """Integer z (N, zh, zw) -> integer hyper features (2M, lh, lw) in units of 2**-A_BITS."""
-        t = self.t
+        L = self.layers
         a = _saturate(np.asarray(z, np.int64) << A_BITS)
-        a = conv_transposed_banded(a, t["hs0.w"], t["hs0.b"], relu=True)
-        a = conv_transposed_banded(a, t["hs1.w"], t["hs1.b"], relu=True)
-        a = conv_banded(a, t["hs2.w"], t["hs2.b"], pad=1, relu=False)
+        a = conv_transposed_banded(a, L["hs0"], relu=True)
+        a = conv_transposed_banded(a, L["hs1"], relu=True)
+        a = conv_banded(a, L["hs2"], pad=1, relu=False)
         return a[:, :lh, :lw]
 
     def context(self, y: np.ndarray) -> np.ndarray:
         """Context features (2M, lh, lw) from integer y whose non-anchor positions are zero."""
         a = _saturate(np.asarray(y, np.int64) << A_BITS)
-        return conv_banded(a, self.t["ctx.w"], self.t["ctx.b"], pad=2, relu=False, taps=CONTEXT_TAPS)
+        return conv_banded(a, self.layers["ctx"], pad=2, relu=False)
 
     def context_of_nothing(self, n: int) -> np.ndarray:
         """What `context` gives where every input in the window is zero (the anchors): the bias."""
@@ -161,8 +174,7 @@ class IntegerEntropyModel:
         t = self.t
         a = features
         for i in range(3):
-            acc = int_matmul(a, t[f"ep{i}.w"][:, :, 0, 0].T) + t[f"ep{i}.b"]
-            a = _saturate(acc >> W_BITS)
+            a = _saturate(self.layers[f"ep{i}"].apply(a))
             if i < 2:
                 a = np.maximum(a, 0)
         n, K, M = a.shape[0], self.K, self.M
@@ -201,7 +213,7 @@ class IntegerEntropyModel:
         ctx_flat = None
         if not anchors:
             ctx_flat = self.context(np.where(select[None], 0, y)).reshape(2 * self.M, -1)
-        step = max(1, 16384 // self.M)
+        step = max(1, 65536 // self.M)  # ~32 MB of probabilities per block
         for s in range(0, pos.size, step):
             block = pos[s : s + step]
             ctx = self.context_of_nothing(block.size) if anchors else ctx_flat[:, block].T

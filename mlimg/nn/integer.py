@@ -72,14 +72,19 @@ def quantize_weights(w: np.ndarray, bits: int) -> np.ndarray:
     return np.round(np.asarray(w, np.float64) * (1 << bits)).astype(np.int64)
 
 
-def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Exact integer product a @ b of int64 matrices via float64; ValueError if it might not be exact."""
+def int_matmul(a: np.ndarray, b: np.ndarray, b_float: np.ndarray | None = None, b_bound: float | None = None) -> np.ndarray:
+    """Exact integer product a @ b of int64 matrices via float64; ValueError if it might not be exact.
+
+    Callers that reuse b may pass its float64 copy and its largest column abs-sum (b_bound)."""
     a = np.asarray(a, np.int64)
-    b = np.asarray(b, np.int64)
-    bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).sum(axis=0).max(initial=0))
+    if b_bound is None:
+        b_bound = float(np.abs(np.asarray(b, np.int64)).sum(axis=0).max(initial=0))
+    bound = float(np.abs(a).max(initial=0)) * b_bound
     if bound >= _EXACT:
         raise ValueError(f"fixed-point product bound {bound:.3g} exceeds 2**53; activations or weights too large")
-    return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+    if b_float is None:
+        b_float = np.asarray(b, np.int64).astype(np.float64)
+    return np.matmul(a.astype(np.float64), b_float).astype(np.int64)
 
 
 def im2col(x: np.ndarray, k: int, stride: int, pad: int) -> tuple[np.ndarray, int, int]:
