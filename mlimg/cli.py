@@ -199,6 +199,7 @@ def cmd_decode(args) -> int:
 
 def cmd_methods(args) -> int:
     from . import codecs
+    from .plugin import accepted_decode_options
 
     for name in codecs.names():
         try:
@@ -211,6 +212,9 @@ def cmd_methods(args) -> int:
         print(f"{name} (version {codec.version}, {kind}{model}) modes: {', '.join(codec.modes)}")
         for key, opt in codec.options.items():
             print(f"    {key}={opt.default!r}  valid: {opt.valid}")
+        decode_keys = [k for k in accepted_decode_options(codec) or [] if k not in ("model", "truncated")]
+        if decode_keys:
+            print(f"    decode options (im.decode_options): {', '.join(decode_keys)}")
     return EXIT_OK
 
 

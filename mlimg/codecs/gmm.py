@@ -38,7 +38,7 @@ class GmmCodec(Codec):
     )
     options = {
         "quality": Option(75, int_in(1, 100), "an integer 1..100 (higher: more bytes, better quality)"),
-        "model": Option(None, optional_str, "None (the installed default) or a registered model id"),
+        "model": Option(None, optional_str, "None (the installed default) or a registered gmm model id"),
     }
 
     # ------------------------------------------------------------ encode
