@@ -92,7 +92,8 @@ def build_sheet(images, out_path: Path, target_bpp: float = 0.2, methods=("gan",
             psnr = metrics.psnr(image.pixels, decoded)
             sharp = metrics.high_frequency_ratio(image.pixels, decoded)
             row.append((name, decoded[crop], f"{bpp:.3f} bpp {psnr:.1f} dB HF {sharp:.2f}"))
-            tiles.append({"image": image.name, "codec": name, "bpp": bpp, "psnr": psnr, "hf_ratio": sharp})
+            tiles.append({"image": image.name, "codec": name, "bpp": bpp, "psnr": psnr, "hf_ratio": sharp,
+                          "fits": i == 0 or len(data) <= budget})  # False: even its lowest setting is bigger
         rows.append(row)
     _draw(rows, out_path)
     return tiles

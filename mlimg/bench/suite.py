@@ -226,7 +226,8 @@ def _crop_sheet(out: Path, names: list[str], images: list[TestImage], files: lis
              f"Most textured {CROP}×{CROP} crop of the first {len(images[:CROP_SHEET_IMAGES])} image(s); gan encoded "
              f"at target_bpp={CROP_SHEET_BPP} (realism 1), the others at the largest setting whose file is no bigger.", "",
              "| image | codec | bpp | PSNR | HF ratio |", "|---|---|---|---|---|"]
-    lines += [f"| {t['image']} | {t['codec']} | {t['bpp']:.3f} | {t['psnr']:.2f} | {t['hf_ratio']:.2f} |" for t in tiles]
+    lines += [f"| {t['image']} | {t['codec']}{'' if t['fits'] else ' (lowest setting, still bigger)'} | "
+              f"{t['bpp']:.3f} | {t['psnr']:.2f} | {t['hf_ratio']:.2f} |" for t in tiles]
     return "\n".join(lines)
 
 
