@@ -96,7 +96,33 @@ def random_batch(images: list[np.ndarray], rng: np.random.Generator, crop: int, 
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
-# ---------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------- stopping and checkpoints
+
+
+class StopRequest:
+    """`kill PID` (SIGTERM) or Ctrl-C ends a run after the current step, with a checkpoint,
+    so a stopped run loses nothing. A context manager: the previous handlers come back after."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __enter__(self) -> "StopRequest":
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
 
 
 def save_checkpoint(run_dir: Path, model, opt, meta: dict) -> None:
@@ -273,16 +299,26 @@ def _train(args) -> int:
     if step >= args.steps:
         say(f"nothing to train: already at step {step} >= --steps {args.steps}")
     config = dict(model.config, crop=args.crop, batch=args.batch, lr=args.lr, prior_lr=args.prior_lr, seed=args.seed, data=args.data)
-    lambdas = model.config["lambdas"]
 
     images = load_images(Path(args.data))
     say(f"{len(images)} training images, {sum(p.numel() for p in model.parameters())} parameters")
+    bar = tqdm(total=args.steps if args.steps < 10**9 else None, initial=step, mininterval=30, file=sys.stderr)
+    model.train()
+    with StopRequest() as stop:
+        step = _train_loop(args, model, opt, images, device, step, say, bar, config, command, resumes, stop)
+    bar.close()
+    return 0
+
+
+def _train_loop(args, model, opt, images, device, step, say, bar, config, command, resumes, stop) -> int:
+    import torch
+
+    run_dir = Path(args.out or f"runs/{args.method}")
+    lambdas = model.config["lambdas"]
     last_ckpt = time.time()
     running = {"loss": 0.0, "bpp": 0.0, "mse": 0.0}
     seen = 0  # steps since this process started: bias-corrects the running averages
-    bar = tqdm(total=args.steps if args.steps < 10**9 else None, initial=step, mininterval=30, file=sys.stderr)
-    model.train()
-    while step < args.steps:
+    while step < args.steps and not stop.requested:
         rng = np.random.default_rng([args.seed, step])  # batch order is a pure function of (seed, step)
         torch.manual_seed(args.seed * 1_000_003 + step)
         level = int(rng.integers(len(lambdas)))
@@ -311,12 +347,11 @@ def _train(args) -> int:
                 f"psnr {10 * math.log10(1 / max(running['mse'], 1e-10)):.2f} (running, all levels)")
         if step % args.eval_every == 0:
             say(f"step {step} {kodak_eval(model, Path(args.kodak), device)}")
-        if time.time() - last_ckpt > args.checkpoint_every or step == args.steps:
+        if time.time() - last_ckpt > args.checkpoint_every or step == args.steps or stop.requested:
             save_checkpoint(run_dir, model, opt, {"step": step, "config": config, "command": command, "resumes": resumes})
             last_ckpt = time.time()
-            say(f"checkpoint at step {step}")
-    bar.close()
-    return 0
+            say(f"checkpoint at step {step}" + (" (stop requested)" if stop.requested else ""))
+    return step
 
 
 if __name__ == "__main__":

@@ -345,7 +345,10 @@ def train(args) -> int:
     running: dict[str, float] = {}
     seen, last_ckpt = 0, time.time()
     bar = tqdm(total=args.steps if args.steps < 10**9 else None, initial=step, mininterval=30, file=sys.stderr)
-    while step < args.steps:
+    from .train import StopRequest
+
+    stop = StopRequest().__enter__()  # kill PID / Ctrl-C: finish the step, checkpoint, exit
+    while step < args.steps and not stop.requested:
         rng = np.random.default_rng([args.seed, step])  # batch order is a pure function of (seed, step)
         torch.manual_seed(args.seed * 1_000_003 + step)
         level = int(rng.integers(len(lambdas)))
@@ -367,12 +370,13 @@ def train(args) -> int:
                 + f" psnr {10 * math.log10(1 / max(running['mse'], 1e-10)):.2f} (running)")
         if step % args.eval_every == 0:
             say(f"step {step} {kodak_eval(net, Path(args.kodak), device)}")
-        if time.time() - last_ckpt > args.checkpoint_every or step == args.steps:
+        if time.time() - last_ckpt > args.checkpoint_every or step == args.steps or stop.requested:
             save_gan_checkpoint(run_dir, net, disc, opt_g, opt_d,
                                 {"step": step, "config": net.config, "train_config": train_config, **provenance,
                                  "command": command, "resumes": resumes})
             last_ckpt = time.time()
-            say(f"checkpoint at step {step}")
+            say(f"checkpoint at step {step}" + (" (stop requested)" if stop.requested else ""))
+    stop.__exit__()
     bar.close()
     return 0
 

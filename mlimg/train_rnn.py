@@ -105,7 +105,10 @@ def train(args) -> int:
     if meta["step"] >= args.steps:
         say(f"nothing to train: already at step {meta['step']} >= --steps {args.steps}")
     step, last_ckpt, t0, running = meta["step"], time.time(), time.time(), []
-    while step < args.steps:
+    from .train import StopRequest
+
+    stop = StopRequest().__enter__()  # kill PID / Ctrl-C: finish the step, checkpoint, exit
+    while step < args.steps and not stop.requested:
         rng = np.random.default_rng([args.seed, step])  # batch order from (seed, step): resumable
         torch.manual_seed(args.seed * 1_000_003 + step)
         x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch)).to(device) - 0.5
@@ -130,11 +133,12 @@ def train(args) -> int:
                 f"{avg[-1]:.4f} (~{psnr[0]:.1f}/{psnr[1]:.1f}/{psnr[2]:.1f}/{psnr[3]:.1f} dB) "
                 f"{(time.time() - t0) / 50:.2f} s/step")
             running, t0 = [], time.time()
-        if time.time() - last_ckpt > args.checkpoint_every or step == args.steps:
+        if time.time() - last_ckpt > args.checkpoint_every or step == args.steps or stop.requested:
             save_checkpoint(run_dir, net, opt, {"step": step, "config": net.config, "command": command,
                                                 "resumes": resumes, "train_config": train_config})
             last_ckpt = time.time()
-            say(f"checkpoint at step {step}")
+            say(f"checkpoint at step {step}" + (" (stop requested)" if stop.requested else ""))
+    stop.__exit__()
     return 0
 
 

@@ -182,3 +182,27 @@ def test_init_from_exported_weights_continues_the_step_count(tmp_path, monkeypat
     meta = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
     assert meta["step"] == 5 and meta["adam_step"] == 3
     assert "ignored" in (tmp_path / "b" / "train.log").read_text()
+
+
+def test_sigterm_stops_training_after_a_step_with_a_checkpoint(tmp_path):
+    """`kill PID` on a long run: it checkpoints the step it reached and exits 0 (nothing lost)."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = _synthetic_images(tmp_path / "data")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mlimg.train", "cae", "--data", str(data), "--out", str(run), "--N", "4", "--M", "4",
+           "--crop", "16", "--batch", "1", "--kodak", str(tmp_path / "none"), "--checkpoint-every", "100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = run / "train.log"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (log.exists() and "first step" in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    meta = json.loads((run / "checkpoint.json").read_text())
+    assert meta["step"] >= 1 and "(stop requested)" in log.read_text()
