@@ -96,7 +96,22 @@ def random_batch(images: list[np.ndarray], rng: np.random.Generator, crop: int, 
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
-# ---------------------------------------------------------------- stopping and checkpoints
+# ---------------------------------------------------------------- log, stopping and checkpoints
+
+
+def run_log(run_dir: Path):
+    """say(msg): a timestamped line appended to RUN/train.log and printed above the progress bar."""
+    from tqdm import tqdm
+
+    log = open(run_dir / "train.log", "a", buffering=1)
+
+    def say(msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
+        log.write(line + "\n")
+        tqdm.write(line)
+
+    return say
+
 
 
 class StopRequest:
@@ -251,13 +266,7 @@ def _train(args) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run_dir = Path(args.out or f"runs/{args.method}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / "train.log", "a", buffering=1)
-
-    def say(msg: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
-        log.write(line + "\n")
-        tqdm.write(line)
-
+    say = run_log(run_dir)
     torch.manual_seed(args.seed)
     resuming = (run_dir / "checkpoint.json").exists()
     init_id = init_entry = None

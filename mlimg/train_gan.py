@@ -298,7 +298,7 @@ def train(args) -> int:
     from tqdm import tqdm
 
     from .nn.gan_models import Discriminator
-    from .train import load_images, random_batch
+    from .train import load_images, random_batch, run_log
 
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -308,13 +308,7 @@ def train(args) -> int:
         raise SystemExit("mlimg train gan needs --base (a registered gmm model id or a gmm run folder)")
     base = None if resuming else load_base(args.base)  # a bad --base fails before the run folder exists
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / "train.log", "a", buffering=1)
-
-    def say(msg: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
-        log.write(line + "\n")
-        tqdm.write(line)
-
+    say = run_log(run_dir)
     command = getattr(args, "command", None) or "python -m mlimg.train_gan " + " ".join(sys.argv[1:])
     train_config = {"crop": args.crop, "batch": args.batch, "lr": args.lr, "seed": args.seed, "data": args.data,
                     "loss_weights": LOSS_WEIGHTS}

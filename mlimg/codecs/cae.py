@@ -16,6 +16,7 @@ import numpy as np
 
 from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
 from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option, int_in, optional_str
+from .factorized import pack_channels, read_escapes, unpack_channels
 
 STRIDE = 16
 _HEAD = struct.Struct(">BBHHHI")  # quality, reserved, latent height, latent width, channels, escape count
@@ -109,29 +110,14 @@ class CaeCodec(Codec):
 
 
 def _pack_latent(q: np.ndarray, quality: int, freqs: np.ndarray) -> bytes:
-    from ..entropy import CategoricalWriter
-    from ..nn.integer import freqs_to_probs
-
     channels, lh, lw = q.shape
-    r = (freqs.shape[1] - 2) // 2
-    escape = freqs.shape[1] - 1
-    flat = q.reshape(channels, -1)
-    outside = np.abs(flat) > r
-    symbols = np.where(outside, escape, flat + r)
-    escaped = flat[outside]  # channel-major order, as the decoder meets them
-    probs = freqs_to_probs(freqs)
-    writer = CategoricalWriter()
-    for c in range(channels):
-        writer.encode(symbols[c], probs[c])
+    escaped, stream = pack_channels(q, freqs)
     head = _HEAD.pack(quality, 0, lh, lw, channels, escaped.size)
-    return head + escaped.astype(">i2").tobytes() + writer.finish()
+    return head + escaped.astype(">i2").tobytes() + stream
 
 
 def unpack_latent(payload: bytes, header: Header, freqs: np.ndarray) -> tuple[int, np.ndarray]:
     """LATN payload -> (quality, integer latent (M, lh, lw)); CodecError on any inconsistency."""
-    from ..entropy import CategoricalReader
-    from ..nn.integer import freqs_to_probs
-
     if len(payload) < _HEAD.size:
         raise CodecError(f"chunk 'LATN': {len(payload)} bytes is shorter than its {_HEAD.size}-byte header")
     quality, reserved, lh, lw, channels, n_esc = _HEAD.unpack_from(payload)
@@ -144,28 +130,8 @@ def unpack_latent(payload: bytes, header: Header, freqs: np.ndarray) -> tuple[in
         raise CodecError(f"chunk 'LATN': latent size {lh}x{lw} does not match the image ({want_h}x{want_w} expected)")
     if channels != freqs.shape[0]:
         raise CodecError(f"chunk 'LATN': {channels} latent channels, the model has {freqs.shape[0]}")
-    total = channels * lh * lw
-    if n_esc > total:
-        raise CodecError(f"chunk 'LATN': {n_esc} escapes for only {total} latent values")
-    body = _HEAD.size + 2 * n_esc
-    if len(payload) < body:
-        raise CodecError(f"chunk 'LATN': truncated escape list ({len(payload)} bytes, need {body})")
-    escaped = np.frombuffer(payload, ">i2", n_esc, _HEAD.size).astype(np.int32)
-    r = (freqs.shape[1] - 2) // 2
-    escape = freqs.shape[1] - 1
-    probs = freqs_to_probs(freqs)
-    try:
-        reader = CategoricalReader(payload[body:])
-        symbols = np.stack([reader.decode(probs[c], lh * lw) for c in range(channels)])
-    except CodecError:
-        raise
-    except Exception as exc:  # constriction reports corrupt streams in several ways
-        raise CodecError(f"chunk 'LATN': corrupt range-coded data ({exc})") from None
-    outside = symbols == escape
-    if int(outside.sum()) != n_esc:
-        raise CodecError(f"chunk 'LATN': {int(outside.sum())} escape symbols decoded, header says {n_esc}")
-    q = symbols - r
-    q[outside] = escaped
+    escaped, body = read_escapes("LATN", payload, _HEAD.size, n_esc, channels * lh * lw)
+    q = unpack_channels("LATN", payload[body:], freqs, lh * lw, escaped)
     return quality, q.reshape(channels, lh, lw)
 
 

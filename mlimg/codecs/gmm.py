@@ -18,6 +18,7 @@ import numpy as np
 from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
 from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option, int_in, optional_str
 from .cae import STRIDE, _pad, _to_rgb_float, analysis_tiled, level_position, synthesis_tiled
+from .factorized import pack_channels, read_escapes, unpack_channels
 
 HYPER_STRIDE = 4  # z is y downsampled twice by 2
 _HLAT = struct.Struct(">HHHI")  # z height, z width, z channels, escape count
@@ -146,39 +147,17 @@ def _decoding(kind: str, fn, *args):
         raise CodecError(f"chunk {kind!r}: corrupt range-coded data ({exc})") from None
 
 
-def _escapes(kind: str, payload: bytes, offset: int, count: int, total: int):
-    if count > total:
-        raise CodecError(f"chunk {kind!r}: {count} escapes for only {total} values")
-    end = offset + 2 * count
-    if len(payload) < end:
-        raise CodecError(f"chunk {kind!r}: truncated escape list ({len(payload)} bytes, need {end})")
-    return np.frombuffer(payload, ">i2", count, offset).astype(np.int64), end
-
-
 # ---------------------------------------------------------------- HLAT: z with the factorised prior
 
 
 def _pack_hyper(z: np.ndarray, freqs: np.ndarray) -> bytes:
-    from ..entropy import CategoricalWriter
-    from ..nn.integer import freqs_to_probs
-
     channels, zh, zw = z.shape
-    r = (freqs.shape[1] - 2) // 2
-    flat = z.reshape(channels, -1)
-    outside = np.abs(flat) > r
-    symbols = np.where(outside, freqs.shape[1] - 1, flat + r)
-    probs = freqs_to_probs(freqs)
-    writer = CategoricalWriter()
-    for c in range(channels):
-        writer.encode(symbols[c], probs[c])
-    escaped = flat[outside]
-    return _HLAT.pack(zh, zw, channels, escaped.size) + escaped.astype(">i2").tobytes() + writer.finish()
+    escaped, stream = pack_channels(z, freqs)
+    return _HLAT.pack(zh, zw, channels, escaped.size) + escaped.astype(">i2").tobytes() + stream
 
 
 def unpack_hyper(payload: bytes, lh: int, lw: int, freqs: np.ndarray) -> np.ndarray:
     """HLAT payload -> integer z (channels, zh, zw); CodecError on any inconsistency."""
-    from ..nn.integer import freqs_to_probs
-
     if len(payload) < _HLAT.size:
         raise CodecError(f"chunk 'HLAT': {len(payload)} bytes is shorter than its {_HLAT.size}-byte header")
     zh, zw, channels, n_esc = _HLAT.unpack_from(payload)
@@ -187,17 +166,8 @@ def unpack_hyper(payload: bytes, lh: int, lw: int, freqs: np.ndarray) -> np.ndar
         raise CodecError(f"chunk 'HLAT': hyper-latent size {zh}x{zw} does not match the image ({want[0]}x{want[1]} expected)")
     if channels != freqs.shape[0]:
         raise CodecError(f"chunk 'HLAT': {channels} hyper-latent channels, the model has {freqs.shape[0]}")
-    escaped, body = _escapes("HLAT", payload, _HLAT.size, n_esc, channels * zh * zw)
-    r, escape = (freqs.shape[1] - 2) // 2, freqs.shape[1] - 1
-    probs = freqs_to_probs(freqs)
-    reader = _reader("HLAT", payload[body:])
-    symbols = np.stack([_decoding("HLAT", reader.decode, probs[c], zh * zw) for c in range(channels)]).astype(np.int64)
-    outside = symbols == escape
-    if int(outside.sum()) != n_esc:
-        raise CodecError(f"chunk 'HLAT': {int(outside.sum())} escape symbols decoded, header says {n_esc}")
-    z = symbols - r
-    z[outside] = escaped
-    return z.reshape(channels, zh, zw)
+    escaped, body = read_escapes("HLAT", payload, _HLAT.size, n_esc, channels * zh * zw)
+    return unpack_channels("HLAT", payload[body:], freqs, zh * zw, escaped).reshape(channels, zh, zw)
 
 
 # ---------------------------------------------------------------- GLAT: y in two checkerboard passes
@@ -240,7 +210,7 @@ def unpack_latent(payload: bytes, lh: int, lw: int, z: np.ndarray, entropy) -> t
         raise CodecError(f"chunk 'GLAT': latent size {h}x{w} does not match the image ({lh}x{lw} expected)")
     if channels != entropy.M:
         raise CodecError(f"chunk 'GLAT': {channels} latent channels, the model has {entropy.M}")
-    escaped, body = _escapes("GLAT", payload, _GLAT.size, n_esc, channels * lh * lw)
+    escaped, body = read_escapes("GLAT", payload, _GLAT.size, n_esc, channels * lh * lw)
     reader = _reader("GLAT", payload[body:])
     hyper = entropy.hyper(z, lh, lw)
     y = np.zeros((channels, lh * lw), np.int64)
