@@ -82,6 +82,7 @@ def train(args) -> int:
     if (resuming or init_id) and args.iterations:  # a training-only setting, may change between runs
         config["train_iterations"] = args.iterations
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
     torch.manual_seed(args.seed)
     net = RNNCodecNet(config).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)

@@ -1,0 +1,4 @@
+"""`python -m mlimg ...` runs the `mlimg` command line."""
+from .cli import main
+
+raise SystemExit(main())
