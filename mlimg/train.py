@@ -22,6 +22,7 @@ import numpy as np
 
 METHODS = ("cae", "gmm", "rnn", "gan")  # rnn trains in mlimg/train_rnn.py, gan in mlimg/train_gan.py
 KODAK_EVAL = ("kodim01.png", "kodim08.png", "kodim23.png")
+CAE_GMM_DEFAULTS = {"crop": 64, "batch": 8, "lr": 2e-4, "eval_every": 2000}
 
 
 def add_arguments(parser) -> None:
@@ -30,9 +31,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=None, help="run folder for checkpoints and log (default runs/METHOD)")
     parser.add_argument("--kodak", default="../shared/data/kodak", help="folder with Kodak PNGs for the periodic evaluation")
     parser.add_argument("--steps", type=int, default=10**9, help="stop after this many steps")
-    parser.add_argument("--crop", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-4)
+    # None = the method's default (cae/gmm: CAE_GMM_DEFAULTS; rnn and gan: their trainers'), so an
+    # option typed with any value, the default's too, always wins.
+    parser.add_argument("--crop", type=int, default=None, help="crop side (cae/gmm 64, rnn 32, gan 128)")
+    parser.add_argument("--batch", type=int, default=None, help="crops per step (cae/gmm 8, rnn 16, gan 4)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (cae/gmm 2e-4, rnn 5e-4, gan 1e-4)")
     parser.add_argument("--prior-lr", type=float, default=5e-3, help="learning rate of the entropy-model priors")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -40,7 +43,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--M", type=int, default=None, help="latent channels (cae 128, gmm 96)")
     parser.add_argument("--Nf", type=int, default=None, help="gmm: width of the full-resolution stages (32; speed)")
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
-    parser.add_argument("--eval-every", type=int, default=2000, help="steps between Kodak evaluations")
+    parser.add_argument("--eval-every", type=int, default=None, help="steps between Kodak evaluations (cae/gmm 2000, gan 500)")
     parser.add_argument("--export", metavar="RUN", default=None,
                         help="instead of training: export RUN's checkpoint to mlimg/weights and register it")
     parser.add_argument("--init", metavar="MODEL_ID", default=None,
@@ -64,6 +67,9 @@ def run(args) -> int:
         model_id = store.export_checkpoint(args.method, Path(args.export))
         print(f"registered {model_id}")
         return 0
+    for key, value in CAE_GMM_DEFAULTS.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
     return _train(args)
 
 

@@ -39,9 +39,6 @@ import numpy as np
 # These are starting points, not tuned values.
 LOSS_WEIGHTS = {"mse": 150.0, "ms_ssim": 4.0, "laplacian": 4.0, "adv": 0.15, "fm": 5.0}
 KODAK_EVAL = ("kodim01.png", "kodim23.png")
-# train.py's option defaults (cae/gmm) and the gan's own: a value equal to train.py's default
-# was (almost certainly) not typed, so the gan default applies.
-TRAIN_PY_DEFAULTS = {"crop": 64, "batch": 8, "lr": 2e-4, "eval_every": 2000}
 GAN_DEFAULTS = {"crop": 128, "batch": 4, "lr": 1e-4, "eval_every": 500}
 
 
@@ -80,13 +77,11 @@ def run_from_train_command(train_args) -> int:
     unused = [f"--{k.replace('_', '-')}" for k in ("init", "N", "M") if getattr(train_args, k, None) is not None]
     if unused:  # the gan's architecture and starting point come from --base
         raise SystemExit(f"mlimg train gan: {', '.join(unused)} not used by gan (the network comes from --base)")
-    for key in ("base", "data", "kodak", "steps", "seed", "threads", "checkpoint_every", "export"):
+    # train.py leaves crop/batch/lr/eval_every at None unless typed: None keeps the gan default.
+    for key in ("base", "data", "kodak", "steps", "seed", "threads", "checkpoint_every", "export",
+                "crop", "batch", "lr", "eval_every"):
         if getattr(train_args, key, None) is not None:
             setattr(args, key, getattr(train_args, key))
-    for key, train_default in TRAIN_PY_DEFAULTS.items():
-        value = getattr(train_args, key, train_default)
-        if value != train_default:
-            setattr(args, key, value)
     args.out = getattr(train_args, "out", None) or "runs/gan"
     if "gan" in sys.argv:  # record the command as typed
         args.command = " ".join(["mlimg", "train"] + sys.argv[sys.argv.index("gan"):])

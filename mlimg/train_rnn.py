@@ -197,19 +197,18 @@ def export(run_dir: Path, data: Path, n_crops: int = 8, n_images: int = 40) -> s
 
 
 def run_from_train_command(train_args) -> int:
-    """`mlimg train rnn ...`: take the shared options of mlimg/train.py, rnn defaults for the rest
-    (32x32 crops as in the paper; the cae-specific options are ignored)."""
+    """`mlimg train rnn ...`: the shared options of mlimg/train.py that were typed, rnn defaults
+    for the rest (32x32 crops as in the paper); the cae/gmm-specific options are ignored."""
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args([])
-    for key in ("data", "steps", "batch", "lr", "seed", "threads", "checkpoint_every", "export", "init"):
-        if hasattr(train_args, key):
+    # train.py leaves crop/batch/lr at None unless typed: None keeps the rnn default.
+    for key in ("data", "steps", "crop", "batch", "lr", "seed", "threads", "checkpoint_every", "export", "init"):
+        if getattr(train_args, key, None) is not None:
             setattr(args, key, getattr(train_args, key))
     args.out = getattr(train_args, "out", None) or "runs/rnn"
     if "rnn" in sys.argv:  # record the command as typed (`mlimg train rnn ...`)
         args.command = " ".join(["mlimg", "train"] + sys.argv[sys.argv.index("rnn"):])
-    if getattr(train_args, "batch", None) == 8 and getattr(train_args, "lr", None) == 2e-4:
-        args.lr = 1e-3  # train.py's cae defaults: keep the rnn learning rate
     return run(args)
 
 

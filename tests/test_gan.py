@@ -189,6 +189,18 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, train_data, base_run
     assert "resumed at step 2" in (tmp_path / "resumed" / "train.log").read_text()
 
 
+@pytest.mark.parametrize("typed, expected", [((), (128, 4, 1e-4)),
+                                             (("--crop", "64", "--batch", "8", "--lr", "2e-4"), (64, 8, 2e-4))])
+def test_typed_options_win_even_when_they_equal_train_py_defaults(monkeypatch, tmp_path, typed, expected):
+    # `--batch 8` once fell back to the gan default 4, because 8 is also train.py's cae default.
+    import mlimg.train_gan as train_gan
+
+    seen = {}
+    monkeypatch.setattr(train_gan, "run", lambda a: seen.update(options=(a.crop, a.batch, a.lr)) or 0)
+    assert cli.main(["train", "gan", "--base", "default", "--out", str(tmp_path / "run"), *typed]) == 0
+    assert seen["options"] == expected
+
+
 def test_export_refuses_a_run_folder_base(tmp_path, train_data, base_run):
     assert train_cli(base_run, train_data, tmp_path / "run", 1) == 0
     with pytest.raises(SystemExit, match="registered gmm model id"):

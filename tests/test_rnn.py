@@ -389,3 +389,15 @@ def test_draft_decodes_half_the_iterations_and_shrinks(tiny_model):
     with Image.open(io.BytesIO(data)) as im:
         im.thumbnail((16, 16))  # Pillow's thumbnail() drafts first
         assert max(im.size) == 16
+
+
+@pytest.mark.parametrize("typed, expected", [((), (32, 16, 5e-4)),
+                                             (("--crop", "64", "--batch", "8", "--lr", "2e-4"), (64, 8, 2e-4))])
+def test_mlimg_train_rnn_takes_typed_options_and_rnn_defaults_otherwise(monkeypatch, tmp_path, typed, expected):
+    import mlimg.train_rnn as train_rnn
+    from mlimg import cli
+
+    seen = {}
+    monkeypatch.setattr(train_rnn, "run", lambda a: seen.update(options=(a.crop, a.batch, a.lr)) or 0)
+    assert cli.main(["train", "rnn", "--out", str(tmp_path / "run"), *typed]) == 0
+    assert seen["options"] == expected
