@@ -1,0 +1,106 @@
+"""Pack what one GPU lease needs into .gpu/ (git-excluded; travels with the run tool's `carry`).
+
+    python tools/gpu/prepare.py                 # data, 3 Kodak eval images, wheels, slim checkpoints
+    python tools/gpu/prepare.py --untrack       # also keep the weights files from travelling (see below)
+    python tools/gpu/prepare.py --restore       # after the lease: weights tracked again
+
+The device tool sends the working tree (tracked + untracked-not-ignored files + carried paths)
+and refuses more than 64 MiB. The shipped weights (about 49 MB) plus BSDS500 (37 MB) exceed that,
+so --untrack takes mlimg/weights/*.safetensors out of the index for the lease (git rm --cached,
+plus an exclude line); --restore puts them back. Training on the device never needs those files:
+each run resumes from the slim checkpoint written here (model tensors only, float16 where the
+values fit; the optimiser restarts, as with `--init`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEST = ROOT / ".gpu"
+EXCLUDE = ROOT / ".git" / "info" / "exclude"
+WEIGHTS_PATTERN = "/mlimg/weights/*.safetensors"
+WHEELS = ("construct==2.10.70", "constriction==0.5.0", "pytorch-msssim==1.0.0")  # not in the device image
+KODAK_EVAL = ("kodim01.png", "kodim08.png", "kodim23.png")
+FP16_MAX = 60000.0
+
+
+def exclude(line: str, present: bool) -> None:
+    lines = EXCLUDE.read_text().splitlines() if EXCLUDE.exists() else []
+    lines = [x for x in lines if x != line] + ([line] if present else [])
+    EXCLUDE.write_text("\n".join(lines) + "\n")
+
+
+def slim_checkpoint(run: Path, out: Path) -> None:
+    """Model tensors of RUN's checkpoint (float16 where exact enough), the JSON minus optimiser steps."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(run / "checkpoint.safetensors"))
+    slim = {}
+    for k, v in tensors.items():
+        if not k.startswith("model."):
+            continue
+        small = v.is_floating_point() and v.numel() and float(v.abs().max()) < FP16_MAX
+        slim[k] = v.half() if small else v
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(slim, str(out / "checkpoint.safetensors"))
+    meta = json.loads((run / "checkpoint.json").read_text())
+    for key in [k for k in meta if k.endswith("_step") and k.startswith("adam")]:
+        del meta[key]
+    (out / "checkpoint.json").write_text(json.dumps(meta, indent=1))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared/data/bsds500"))
+    p.add_argument("--kodak", default=str(ROOT.parent / "shared/data/kodak"))
+    p.add_argument("--runs", default=str(ROOT / "runs"), help="run folders to continue (gmm, cae, rnn)")
+    p.add_argument("--untrack", action="store_true", help="keep mlimg/weights/*.safetensors from travelling")
+    p.add_argument("--restore", action="store_true", help="undo --untrack")
+    a = p.parse_args(argv)
+    if a.restore:
+        subprocess.run(["git", "reset", "-q", "HEAD", "mlimg/weights"], cwd=ROOT, check=True)
+        exclude(WEIGHTS_PATTERN, False)
+        print("weights tracked again")
+        return 0
+    exclude("/.gpu/", True)
+    shutil.rmtree(DEST, ignore_errors=True)
+    shutil.copytree(a.data, DEST / "bsds500", ignore=shutil.ignore_patterns("*.txt", "SHA256SUMS"))
+    (DEST / "kodak").mkdir()
+    for name in KODAK_EVAL:
+        shutil.copy(Path(a.kodak) / name, DEST / "kodak" / name)
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "--implementation", "cp",
+                    *[x for plat in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+                      for x in ("--platform", plat)], "-d", str(DEST / "whl"), *WHEELS], check=True)
+    for method in ("gmm", "cae", "rnn"):
+        run = Path(a.runs) / method
+        if (run / "checkpoint.json").exists():
+            slim_checkpoint(run, DEST / "runs" / method)
+            print(f"{method}: continues {run} at step {json.loads((run / 'checkpoint.json').read_text())['step']}")
+        else:
+            print(f"{method}: no checkpoint in {run} (first `mlimg train {method} --init default --out {run}` "
+                  "for a step, or the device run starts from scratch)")
+    if a.untrack:
+        subprocess.run(["git", "rm", "-q", "--cached", *[str(f.relative_to(ROOT)) for f in
+                                                          (ROOT / "mlimg/weights").glob("*.safetensors")]],
+                       cwd=ROOT, check=True)
+        exclude(WEIGHTS_PATTERN, True)
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.split(b"\0")
+    tree = sum((ROOT / f.decode()).stat().st_size for f in listed if f and (ROOT / f.decode()).is_file())
+    carried = sum(f.stat().st_size for f in DEST.rglob("*") if f.is_file())
+    total = (tree + carried) / 2**20
+    print(f"travels: tree {tree / 2**20:.1f} MiB + .gpu {carried / 2**20:.1f} MiB = {total:.1f} MiB (limit 64 MiB)")
+    if total > 64:
+        print("over the limit: run again with --untrack (and --restore after the lease)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,25 @@
+# One GPU lease (~8.5 min of training): gmm then a gan on it, cae and rnn beside them, all on one GPU;
+# slim fp32 weights + logs to $OUT (tools/gpu/collect.py), also every 2 minutes in case the call is cut.
+# Prepared by tools/gpu/prepare.py; run through the device tool from the repository root:
+#     command: S=100 bash tools/gpu/train.sh      carry: [".gpu"]      timeout_s: 600
+# then tools/gpu/import_runs.py FILES_AT --export. Each trainer stops on SIGTERM with a checkpoint.
+G=${G:-.gpu}; S=${S:-100}   # S: percent of the time budget (local dry runs use less)
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $G/whl/*.whl; export PYTHONPATH=/tmp/site:$PWD
+mkdir -p $G/logs; L=$G/logs
+nvidia-smi -L; python3 -c "import torch, mlimg; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+(nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 15 > $L/smi.csv 2>&1 &)
+D=$G/bsds500; K=$G/kodak; T0=$(date +%s)
+t() { echo $(( $1 * S / 100 )); }
+( timeout -s TERM $(t 290) python3 -m mlimg train gmm --data $D --kodak $K --out $G/runs/gmm --crop 256 --batch 16 --lr 3e-4 --eval-every 1000 --checkpoint-every 60 > $L/gmm.out 2>&1
+  echo "gmm exit $?" >> $L/gmm.out
+  left=$(( $(t 500) - ($(date +%s) - T0) ))
+  timeout -s TERM $left python3 -m mlimg train gan --base $G/runs/gmm --data $D --kodak $K --out $G/runs/gan --crop 256 --batch 8 --checkpoint-every 60 > $L/gan.out 2>&1
+  echo "gan exit $?" >> $L/gan.out ) & P1=$!
+( timeout -s TERM $(t 500) python3 -m mlimg train cae --data $D --kodak $K --out $G/runs/cae --crop 256 --batch 16 --lr 3e-4 --eval-every 1000 --checkpoint-every 60 > $L/cae.out 2>&1; echo "cae exit $?" >> $L/cae.out ) & P2=$!
+( timeout -s TERM $(t 500) python3 -m mlimg.train_rnn --data $D --out $G/runs/rnn --batch 128 --checkpoint-every 60 > $L/rnn.out 2>&1; echo "rnn exit $?" >> $L/rnn.out ) & P3=$!
+( while sleep $(t 120); do python3 tools/gpu/collect.py $G $OUT > $L/collect.out 2>&1; done ) &
+CP=$!
+wait $P1 $P2 $P3
+kill $CP 2>/dev/null
+python3 tools/gpu/collect.py $G $OUT; tail -n 4 $L/*.out; tail -n 5 $L/smi.csv; echo "total $(( $(date +%s) - T0 )) s"
