@@ -401,3 +401,23 @@ def test_mlimg_train_rnn_takes_typed_options_and_rnn_defaults_otherwise(monkeypa
     monkeypatch.setattr(train_rnn, "run", lambda a: seen.update(options=(a.crop, a.batch, a.lr)) or 0)
     assert cli.main(["train", "rnn", "--out", str(tmp_path / "run"), *typed]) == 0
     assert seen["options"] == expected
+
+
+def test_lower_gains_caps_offsets_at_the_measured_residual_shrinkage():
+    from mlimg.nn.rnn_models import RNNCodecNet
+    from mlimg.train_rnn import lower_gain_offsets
+
+    torch.manual_seed(0)
+    net = RNNCodecNet({**TINY, "train_iterations": 4}).eval()
+    with torch.no_grad():
+        net.gain.offset[:4] = torch.tensor([0.0, 3.0, 4.0, 5.0])  # far more gain than the residual warrants
+    images = [np.random.default_rng(i).integers(0, 256, (80, 80, 3), dtype=np.uint8) for i in range(3)]
+    before, after = lower_gain_offsets(net, images, seed=0, device="cpu", crops=4, crop=32)
+    assert before.tolist() == [0.0, 3.0, 4.0, 5.0]
+    assert after[0] == 0.0 and np.all(after <= before) and np.all(after[1:] < before[1:])
+    # a random network barely shrinks the residual, so the caps are small
+    assert np.all(after[1:] < 1.0)
+    again_before, again = lower_gain_offsets(net, images, seed=0, device="cpu", crops=4, crop=32)
+    assert np.allclose(again_before, after) and np.all(again <= after + 1e-6)
+    with pytest.raises(SystemExit, match="no residual scaling"):
+        lower_gain_offsets(RNNCodecNet({**TINY, "residual_scaling": False}), images, 0, "cpu", crops=2, crop=32)
