@@ -230,8 +230,8 @@ def lower_gain_offsets(net, images, seed: int, device, crops: int = 64, crop: in
         r0 = None
         for t in range(iterations):
             r = float((x - recon).abs().mean())
-            r0 = r0 or r
-            if t:
+            r0 = r if r0 is None else r0
+            if t and r0 > 0 and r > 0:  # (an all-flat batch has nothing to measure)
                 net.gain.offset[t] = min(float(net.gain.offset[t]), math.log(r0 / r))
             code, enc = net.encode_step(x, recon, enc, t)
             recon, dec = net.decode_step(hard_binarise(code), recon, dec, t)
