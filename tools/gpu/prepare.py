@@ -21,11 +21,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from mlimg.train import KODAK_EVAL  # noqa: E402  (the images the trainers' logs evaluate on; gan uses two of them)
 DEST = ROOT / ".gpu"
 EXCLUDE = ROOT / ".git" / "info" / "exclude"
 WEIGHTS_PATTERN = "/mlimg/weights/*.safetensors"
 WHEELS = ("construct==2.10.70", "constriction==0.5.0", "pytorch-msssim==1.0.0")  # not in the device image
-KODAK_EVAL = ("kodim01.png", "kodim08.png", "kodim23.png")
 FP16_MAX = 60000.0
 
 
