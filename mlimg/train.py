@@ -119,7 +119,6 @@ def run_log(run_dir: Path):
     return say
 
 
-
 class StopRequest:
     """`kill PID` (SIGTERM) or Ctrl-C ends a run after the current step, with a checkpoint,
     so a stopped run loses nothing. A context manager: the previous handlers come back after."""
@@ -143,7 +142,6 @@ class StopRequest:
 
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
 
 
 def save_checkpoint(run_dir: Path, model, opt, meta: dict) -> None:

@@ -293,7 +293,7 @@ def train(args) -> int:
     from tqdm import tqdm
 
     from .nn.gan_models import Discriminator
-    from .train import load_images, random_batch, run_log
+    from .train import StopRequest, load_images, random_batch, run_log
 
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -335,38 +335,35 @@ def train(args) -> int:
     running: dict[str, float] = {}
     seen, last_ckpt = 0, time.time()
     bar = tqdm(total=args.steps if args.steps < 10**9 else None, initial=step, mininterval=30, file=sys.stderr)
-    from .train import StopRequest
-
-    stop = StopRequest().__enter__()  # kill PID / Ctrl-C: finish the step, checkpoint, exit
-    while step < args.steps and not stop.requested:
-        rng = np.random.default_rng([args.seed, step])  # batch order is a pure function of (seed, step)
-        torch.manual_seed(args.seed * 1_000_003 + step)
-        level = int(rng.integers(len(lambdas)))
-        x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch)).to(device)
-        beta = torch.from_numpy(draw_beta(rng, args.batch)).to(device)
-        terms = train_step(net, disc, opt_g, opt_d, x, level, beta)
-        step += 1
-        seen += 1
-        if seen == 1:
-            say(f"step {step} " + " ".join(f"{k} {v:.4f}" for k, v in terms.items()) + " (first step of this process)")
-        w = max(0.01, 1.0 / seen)
-        for k, v in terms.items():
-            running[k] = (1 - w) * running.get(k, v) + w * v
-        bar.update(1)
-        bar.set_postfix(g=f"{running['g']:.3f}", d=f"{running['d']:.3f}",
-                        psnr=f"{10 * math.log10(1 / max(running['mse'], 1e-10)):.2f}", fm=f"{running['fm']:.3f}")
-        if step % 100 == 0:
-            say(f"step {step} " + " ".join(f"{k} {v:.4f}" for k, v in running.items())
-                + f" psnr {10 * math.log10(1 / max(running['mse'], 1e-10)):.2f} (running)")
-        if step % args.eval_every == 0:
-            say(f"step {step} {kodak_eval(net, Path(args.kodak), device)}")
-        if time.time() - last_ckpt > args.checkpoint_every or step == args.steps or stop.requested:
-            save_gan_checkpoint(run_dir, net, disc, opt_g, opt_d,
-                                {"step": step, "config": net.config, "train_config": train_config, **provenance,
-                                 "command": command, "resumes": resumes})
-            last_ckpt = time.time()
-            say(f"checkpoint at step {step}" + (" (stop requested)" if stop.requested else ""))
-    stop.__exit__()
+    with StopRequest() as stop:  # kill PID / Ctrl-C: finish the step, checkpoint, exit
+        while step < args.steps and not stop.requested:
+            rng = np.random.default_rng([args.seed, step])  # batch order is a pure function of (seed, step)
+            torch.manual_seed(args.seed * 1_000_003 + step)
+            level = int(rng.integers(len(lambdas)))
+            x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch)).to(device)
+            beta = torch.from_numpy(draw_beta(rng, args.batch)).to(device)
+            terms = train_step(net, disc, opt_g, opt_d, x, level, beta)
+            step += 1
+            seen += 1
+            if seen == 1:
+                say(f"step {step} " + " ".join(f"{k} {v:.4f}" for k, v in terms.items()) + " (first step of this process)")
+            w = max(0.01, 1.0 / seen)
+            for k, v in terms.items():
+                running[k] = (1 - w) * running.get(k, v) + w * v
+            bar.update(1)
+            bar.set_postfix(g=f"{running['g']:.3f}", d=f"{running['d']:.3f}",
+                            psnr=f"{10 * math.log10(1 / max(running['mse'], 1e-10)):.2f}", fm=f"{running['fm']:.3f}")
+            if step % 100 == 0:
+                say(f"step {step} " + " ".join(f"{k} {v:.4f}" for k, v in running.items())
+                    + f" psnr {10 * math.log10(1 / max(running['mse'], 1e-10)):.2f} (running)")
+            if step % args.eval_every == 0:
+                say(f"step {step} {kodak_eval(net, Path(args.kodak), device)}")
+            if time.time() - last_ckpt > args.checkpoint_every or step == args.steps or stop.requested:
+                save_gan_checkpoint(run_dir, net, disc, opt_g, opt_d,
+                                    {"step": step, "config": net.config, "train_config": train_config, **provenance,
+                                     "command": command, "resumes": resumes})
+                last_ckpt = time.time()
+                say(f"checkpoint at step {step}" + (" (stop requested)" if stop.requested else ""))
     bar.close()
     return 0
 

@@ -60,19 +60,13 @@ def train(args) -> int:
     import torch
 
     from .nn.rnn_models import RNNCodecNet
-    from .train import (init_from_registry, init_lineage, load_checkpoint, load_images, random_batch,
-                        resolve_init, save_checkpoint)
+    from .train import (StopRequest, init_from_registry, init_lineage, load_checkpoint, load_images, random_batch,
+                        resolve_init, run_log, save_checkpoint)
 
     torch.set_num_threads(args.threads)
     run_dir = Path(args.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / "train.log", "a")
-
-    def say(msg: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        print(line, file=log, flush=True)
-        print(line, flush=True)
-
+    say = run_log(run_dir)
     config = {"cell": args.cell, "reconstruction": args.reconstruction,
               "residual_scaling": not args.no_residual_scaling, "train_iterations": args.iterations or 16}
     meta = {"step": 0}
@@ -113,41 +107,38 @@ def train(args) -> int:
     if meta["step"] >= args.steps:
         say(f"nothing to train: already at step {meta['step']} >= --steps {args.steps}")
     step, last_ckpt, t0, running = meta["step"], time.time(), time.time(), []
-    from .train import StopRequest
-
-    stop = StopRequest().__enter__()  # kill PID / Ctrl-C: finish the step, checkpoint, exit
-    while step < args.steps and not stop.requested:
-        rng = np.random.default_rng([args.seed, step])  # batch order from (seed, step): resumable
-        torch.manual_seed(args.seed * 1_000_003 + step)
-        x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch)).to(device) - 0.5
-        lr = args.lr * (0.5 if step > 20000 else 1.0)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        losses = net(x, net.config["train_iterations"])
-        loss = torch.stack(losses).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        step += 1
-        running.append([float(v.detach()) for v in losses])
-        if len(running) == 1 and step == meta["step"] + 1:  # after a resume or --init: compare with the last loss
-            say(f"step {step} loss {np.mean(running[0]):.5f} L1 it1/last {running[0][0]:.4f} {running[0][-1]:.4f} "
-                f"(first step of this process)")
-        if step % 50 == 0:
-            avg = np.mean(running, axis=0)
-            shown = sorted({0, 3, 7, len(avg) - 1} & set(range(len(avg))))  # iterations 1, 4, 8 and the last
-            names = "/".join("last" if i == len(avg) - 1 else str(i + 1) for i in shown)
-            psnr = "/".join(f"{-20 * np.log10(max(avg[i], 1e-9) * 1.25):.1f}" for i in shown)  # L1 -> rough PSNR
-            say(f"step {step} loss {avg.mean():.5f} L1 it{names} {' '.join(f'{avg[i]:.4f}' for i in shown)} "
-                f"(~{psnr} dB) {(time.time() - t0) / 50:.2f} s/step")
-            running, t0 = [], time.time()
-        if time.time() - last_ckpt > args.checkpoint_every or step == args.steps or stop.requested:
-            save_checkpoint(run_dir, net, opt, {"step": step, "config": net.config, "command": command,
-                                                "resumes": resumes, "train_config": train_config})
-            last_ckpt = time.time()
-            say(f"checkpoint at step {step}" + (" (stop requested)" if stop.requested else ""))
-    stop.__exit__()
+    with StopRequest() as stop:  # kill PID / Ctrl-C: finish the step, checkpoint, exit
+        while step < args.steps and not stop.requested:
+            rng = np.random.default_rng([args.seed, step])  # batch order from (seed, step): resumable
+            torch.manual_seed(args.seed * 1_000_003 + step)
+            x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch)).to(device) - 0.5
+            lr = args.lr * (0.5 if step > 20000 else 1.0)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            losses = net(x, net.config["train_iterations"])
+            loss = torch.stack(losses).mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            step += 1
+            running.append([float(v.detach()) for v in losses])
+            if len(running) == 1 and step == meta["step"] + 1:  # after a resume or --init: compare with the last loss
+                say(f"step {step} loss {np.mean(running[0]):.5f} L1 it1/last {running[0][0]:.4f} {running[0][-1]:.4f} "
+                    f"(first step of this process)")
+            if step % 50 == 0:
+                avg = np.mean(running, axis=0)
+                shown = sorted({0, 3, 7, len(avg) - 1} & set(range(len(avg))))  # iterations 1, 4, 8 and the last
+                names = "/".join("last" if i == len(avg) - 1 else str(i + 1) for i in shown)
+                psnr = "/".join(f"{-20 * np.log10(max(avg[i], 1e-9) * 1.25):.1f}" for i in shown)  # L1 -> rough PSNR
+                say(f"step {step} loss {avg.mean():.5f} L1 it{names} {' '.join(f'{avg[i]:.4f}' for i in shown)} "
+                    f"(~{psnr} dB) {(time.time() - t0) / 50:.2f} s/step")
+                running, t0 = [], time.time()
+            if time.time() - last_ckpt > args.checkpoint_every or step == args.steps or stop.requested:
+                save_checkpoint(run_dir, net, opt, {"step": step, "config": net.config, "command": command,
+                                                    "resumes": resumes, "train_config": train_config})
+                last_ckpt = time.time()
+                say(f"checkpoint at step {step}" + (" (stop requested)" if stop.requested else ""))
     return 0
 
 
