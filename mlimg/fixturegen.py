@@ -15,6 +15,7 @@ decoding them with this package.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -56,6 +57,7 @@ class MethodCases:
     option_sets: tuple[dict[str, Any], ...] = ()
     large_options: dict[str, Any] = field(default_factory=dict)
     large_size: tuple[int, int] = LARGE_SIZE
+    older_versions: tuple[int, ...] = ()  # method versions decoders must still read (one case each)
 
 
 _QUALITY_SPAN = ({"quality": 5}, {"quality": 95})
@@ -75,8 +77,8 @@ METHOD_CASES: dict[str, MethodCases] = {
         {"mode": "rows", "variance": 0.5},
     )),
     "cae": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
-    "gmm": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
-    "gan": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
+    "gmm": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
+    "gan": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
     "rnn": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
     "lossless": MethodCases(),
 }
@@ -89,6 +91,7 @@ class ValidCase:
     size: tuple[int, int]
     options: dict[str, Any]
     metadata: bool = False
+    method_version: int | None = None  # None: the current writer; else an older version's
 
     @property
     def name(self) -> str:
@@ -96,6 +99,8 @@ class ValidCase:
         parts += [f"{k}-{_slug(v)}" for k, v in sorted(self.options.items())]
         if self.metadata:
             parts.append("metadata")
+        if self.method_version is not None:
+            parts.append(f"v{self.method_version}")
         return "-".join(parts)
 
     @property
@@ -120,7 +125,26 @@ def cases_for(method: str) -> list[ValidCase]:
     cases.append(ValidCase(method, main_mode, table.large_size, dict(table.large_options)))
     cases += [ValidCase(method, main_mode, OPTION_SIZE, dict(opts)) for opts in table.option_sets]
     cases.append(ValidCase(method, main_mode, OPTION_SIZE, {}, metadata=True))
+    cases += [ValidCase(method, main_mode, OPTION_SIZE, {"quality": 5}, method_version=v) for v in table.older_versions]
     return cases
+
+
+@contextlib.contextmanager
+def _writer_version(method: str, version: int | None):
+    """Encode as the writer of an older method version (the codec reads its own `version`)."""
+    codec_class = type(codecs.get(method))
+    if version is None:
+        yield
+        return
+    saved = codec_class.__dict__.get("version")
+    codec_class.version = version
+    try:
+        yield
+    finally:
+        if saved is None:
+            del codec_class.version
+        else:
+            codec_class.version = saved
 
 
 def installed_models(method: str) -> list[str]:
@@ -172,9 +196,12 @@ def build_valid(case: ValidCase) -> dict[str, bytes]:
     if case.metadata:
         save_args.update(exif=b"Exif\x00\x00" + EXIF, icc_profile=ICC, xmp=XMP)
     buf = io.BytesIO()
-    image.save(buf, format="MLIMG", method=case.method, **save_args)
+    with _writer_version(case.method, case.method_version):
+        image.save(buf, format="MLIMG", method=case.method, **save_args)
     data = buf.getvalue()
     decoded_image, decoded = decode_bytes(data)
+    if case.method_version is not None and decoded_image.info["method_version"] != case.method_version:
+        raise RuntimeError(f"case {case.name}: written as method version {decoded_image.info['method_version']}")
     expected = _expected_common(case.name, "valid", data, decoded_image)
     expected.update(options=case.options, seed=case.seed, metadata=case.metadata)
     err = decoded.astype(np.float64) - source.astype(np.float64)

@@ -67,6 +67,13 @@ def test_round_trip_and_the_realism_knob(tiny_gan):
     assert not np.array_equal(_decode(data, realism=0.0), default)  # the knob changes the pixels
 
 
+def test_gan_shares_gmm_quality_mapping_version(tiny_gan):
+    """gan writes gmm's bitstream, so its method version follows gmm's quality -> gain mapping."""
+    assert codecs.get("gan").version == codecs.get("gmm").version == 2
+    im = Image.open(io.BytesIO(_encode(_image(), model=tiny_gan[0], quality=1)))
+    assert im.info["method_version"] == 2 and im.info["quality"] == 1
+
+
 def test_realism_zero_is_the_generator_without_texture(tiny_gan):
     """At realism 0 the (untrained) beta layers are zero and the texture branch is gated off:
     the generator equals the gmm synthesis it was initialised from."""

@@ -103,6 +103,44 @@ def test_quality_is_monotone_in_rate(tiny_model):
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
 
 
+def test_quality_maps_to_gain_levels_per_method_version(tiny_model):
+    from mlimg.nn import store
+
+    net = store.load(tiny_model[0], "gmm").net
+    top = net.log_gain.shape[0] - 1
+    assert gmm_mod.gain_position(1, net, 1) == 0.0 and gmm_mod.gain_position(1, net, 2) == -2.0
+    assert gmm_mod.gain_position(100, net, 1) == gmm_mod.gain_position(100, net, 2) == top
+    with pytest.raises(CodecError, match="method version 3"):
+        gmm_mod.gain_position(50, net, 3)
+    # Below level 0 the gains continue the log-linear line through levels 0 and 1.
+    g0, ig0 = net.gains(0.0)
+    g1, ig1 = net.gains(1.0)
+    gm, igm = net.gains(-2.0)
+    assert torch.allclose(gm, g0 ** 3 / g1 ** 2, rtol=1e-5) and torch.allclose(igm, ig0 ** 3 / ig1 ** 2, rtol=1e-5)
+
+
+def test_version_1_files_decode_with_the_version_1_gains(tiny_model, monkeypatch):
+    """A file written by a version-1 encoder (quality 1 = the lowest trained level) keeps
+    decoding as written; version 2 spends fewer bytes at quality 1."""
+    img = Image.fromarray(smooth_image(48, 64, seed=5))
+    v2_data, v2_out = save_load(img, model=tiny_model[0], quality=1)
+    with monkeypatch.context() as patch:
+        patch.setattr(gmm_mod.GmmCodec, "version", 1)
+        v1_data, v1_out = save_load(img, model=tiny_model[0], quality=1)
+    assert v1_out.info["method_version"] == 1 and v2_out.info["method_version"] == 2
+    assert len(v2_data) < len(v1_data)
+    # The same chunks read as version 2 give other pixels: the decoder follows the header.
+    codec = codecs.get("gmm")
+    from mlimg import container
+
+    parsed = container.parse(v1_data)
+    chunks = [(c.type, c.data) for c in parsed.chunks if c.type in ("HLAT", "GLAT")]
+    model = (tiny_model[0], bytes.fromhex(tiny_model[1]))
+    as_v1 = codec.decode(Header(64, 48, "RGB", "gmm", 1), chunks, model)
+    as_v2 = codec.decode(Header(64, 48, "RGB", "gmm", 2), chunks, model)
+    assert np.array_equal(as_v1, np.asarray(v1_out)) and not np.array_equal(as_v1, as_v2)
+
+
 def test_target_bpp_bisects_quality_to_fit(tiny_model):
     img = Image.fromarray(smooth_image(64, 64, seed=3))
     low = len(save_load(img, model=tiny_model[0], quality=1)[0])
@@ -125,7 +163,7 @@ def test_bad_options_list_valid_values(tiny_model):
 def _encode(model_id, h=20, w=30):
     codec = codecs.get("gmm")
     opts = codec.validate_options("RGB", {"model": model_id, "quality": 50})
-    return codec, Header(w, h, "RGB", "gmm", 1), codec.encode(smooth_image(h, w), "RGB", opts)
+    return codec, Header(w, h, "RGB", "gmm", codec.version), codec.encode(smooth_image(h, w), "RGB", opts)
 
 
 def test_model_hash_mismatch_is_a_clear_oserror(tiny_model):

@@ -24,9 +24,13 @@ _TILE = 48  # latent positions per tile side (768 px): bounds memory on huge ima
 _MARGIN = 4  # latent positions of context around each tile (64 px)
 
 
-def level_position(quality: int, levels: int) -> float:
-    """quality 1..100 -> continuous gain level in [0, levels-1]; monotone."""
-    return (quality - 1) / 99.0 * (levels - 1)
+def level_position(quality: int, levels: int, below: float = 0.0) -> float:
+    """quality 1..100 -> continuous gain level in [-below, levels-1]; monotone.
+
+    `below` > 0 extends the range under the lowest trained level (the gains are then
+    extrapolated, see GMM.gains): gmm/gan version 2 use it to reach ~0.1 bpp.
+    """
+    return (quality - 1) / 99.0 * (levels - 1 + below) - below
 
 
 class CaeCodec(Codec):

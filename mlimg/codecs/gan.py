@@ -26,13 +26,13 @@ def check_realism(value) -> float:
 
 class GanCodec(GmmCodec):
     name = "gan"
-    version = 1
+    version = 2  # as gmm's version 2 (quality reaches two gain levels lower)
     options = {
         "quality": Option(30, int_in(1, 100), "an integer 1..100 (higher: more bytes, better quality)"),
         "model": Option(None, optional_str, "None (the installed default) or a registered gan model id"),
     }
     # Generative decoding matters at low rates: trace the low half of the quality range more densely.
-    bench_points = tuple({"quality": q} for q in (1, 8, 16, 25, 35, 50, 70))
+    bench_points = tuple({"quality": q} for q in (1, 8, 16, 25, 35, 50, 70, 85))  # ~0.1..0.5 bpp
 
     def decode(self, header: Header, chunks, model=None, realism=DEFAULT_REALISM):
         realism = check_realism(realism)

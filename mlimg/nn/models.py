@@ -9,6 +9,8 @@ every rate.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -45,14 +47,17 @@ class CAE(nn.Module):
         return cls(config["N"], config["M"], config["lambdas"])
 
     def gains(self, position: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gain and inverse gain at a continuous level position in [0, levels-1].
+        """Gain and inverse gain at a continuous level position (at most levels-1).
 
         Between trained levels the gains are interpolated exponentially
-        (linearly in the log domain), as in Cui et al. 2021.
+        (linearly in the log domain), as in Cui et al. 2021; a position below 0 extends
+        the line through levels 0 and 1 (lower rates than any trained level).
         """
         levels = self.log_gain.shape[0]
-        position = min(max(float(position), 0.0), levels - 1.0)
-        lo = min(int(position), levels - 2) if levels > 1 else 0
+        position = min(float(position), levels - 1.0)
+        if levels == 1:
+            position = 0.0
+        lo = min(max(math.floor(position), 0), levels - 2) if levels > 1 else 0
         t = position - lo
         hi = min(lo + 1, levels - 1)
         log_g = (1 - t) * self.log_gain[lo] + t * self.log_gain[hi]
