@@ -172,7 +172,7 @@ def analysis_tiled(net, x: np.ndarray, gain) -> np.ndarray:
     for y0, y1, wy0, wy1 in _spans(lh):
         for x0, x1, wx0, wx1 in _spans(lw):
             tile = x[wy0 * STRIDE : wy1 * STRIDE, wx0 * STRIDE : wx1 * STRIDE]
-            t = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1)))[None]
+            t = torch.from_numpy(np.ascontiguousarray(tile))[None].permute(0, 3, 1, 2)  # channels-last
             y = (net.g_a(t) * g)[0].numpy()
             out[:, y0:y1, x0:x1] = y[:, y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]
     return out
@@ -191,7 +191,8 @@ def synthesis_tiled(net, q: np.ndarray, inv_gain, synthesis=None) -> np.ndarray:
     for y0, y1, wy0, wy1 in _spans(lh):
         for x0, x1, wx0, wx1 in _spans(lw):
             t = torch.from_numpy(q[:, wy0:wy1, wx0:wx1].astype(np.float32))[None]
-            img = synthesis(t * ig)[0].numpy().transpose(1, 2, 0)
+            # channels-last: oneDNN's transposed convolutions and GDN run 1.3-1.5x faster in it
+            img = synthesis((t * ig).contiguous(memory_format=torch.channels_last))[0].numpy().transpose(1, 2, 0)
             oy, ox = (y0 - wy0) * STRIDE, (x0 - wx0) * STRIDE
             out[y0 * STRIDE : y1 * STRIDE, x0 * STRIDE : x1 * STRIDE] = img[oy : oy + (y1 - y0) * STRIDE, ox : ox + (x1 - x0) * STRIDE]
     return out

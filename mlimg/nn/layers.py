@@ -25,6 +25,8 @@ class GDN(nn.Module):
         gamma = self.gamma_sqrt**2
         c = gamma.shape[0]
         norm = F.conv2d(x * x, gamma.view(c, c, 1, 1), beta)
+        if not torch.is_grad_enabled():  # inference: in place (at full resolution GDN is memory-bound)
+            return (norm.sqrt_() if self.inverse else norm.rsqrt_()).mul_(x)
         return x * torch.sqrt(norm) if self.inverse else x * torch.rsqrt(norm)
 
 
