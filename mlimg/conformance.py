@@ -277,3 +277,16 @@ def run(args) -> int:
     print(f"\n{len(results) - failed}/{len(results)} passed ({', '.join(f'{n} {k}' for k, n in by_kind.items())}); "
           f"{failed} failed; decoder: {args.decoder or 'mlimg (this package)'}; fixtures: {root}")
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mlimg.conformance ...`, the same as `mlimg conformance ...`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mlimg.conformance", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

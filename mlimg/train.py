@@ -52,9 +52,15 @@ def add_arguments(parser) -> None:
                              "optimiser; ignored when the run folder has a checkpoint (resume wins)")
     parser.add_argument("--base", default=None,
                         help="gan only: the gmm model id or gmm run folder whose frozen codec the generator decodes")
+    parser.add_argument("--loss-weights", default=None, metavar="K=V,...",
+                        help="gan only: override generator loss weights, e.g. adv=0.3,fm=10 (keys mse, ms_ssim, "
+                             "laplacian, adv, fm)")
 
 
 def run(args) -> int:
+    gan_only = [f"--{k.replace('_', '-')}" for k in ("base", "loss_weights") if getattr(args, k, None) is not None]
+    if gan_only and args.method != "gan":
+        raise SystemExit(f"mlimg train {args.method}: {', '.join(gan_only)} only apply to gan")
     if args.method == "rnn":
         from .train_rnn import run_from_train_command
         return run_from_train_command(args)

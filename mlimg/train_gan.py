@@ -59,6 +59,25 @@ def add_arguments(parser) -> None:
     parser.add_argument("--eval-every", type=int, default=GAN_DEFAULTS["eval_every"], help="steps between Kodak evaluations")
     parser.add_argument("--export", metavar="RUN", default=None,
                         help="instead of training: export RUN's checkpoint to mlimg/weights and register it")
+    parser.add_argument("--loss-weights", default=None, metavar="K=V,...",
+                        help=f"override generator loss weights, keys {', '.join(LOSS_WEIGHTS)} (default {LOSS_WEIGHTS})")
+
+
+def parse_loss_weights(text: str | None) -> dict[str, float]:
+    """'adv=0.3,fm=10' -> LOSS_WEIGHTS with those entries replaced; ValueError names the valid keys."""
+    weights = dict(LOSS_WEIGHTS)
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in LOSS_WEIGHTS:
+            raise ValueError(f"--loss-weights {text!r}: expected KEY=VALUE,... with keys {', '.join(LOSS_WEIGHTS)}")
+        try:
+            weights[key] = float(value)
+        except ValueError:
+            raise ValueError(f"--loss-weights {text!r}: {value!r} is not a number") from None
+        if not math.isfinite(weights[key]) or weights[key] < 0:
+            raise ValueError(f"--loss-weights {text!r}: {key} must be a finite number >= 0")
+    return weights
 
 
 def run(args) -> int:
@@ -79,7 +98,7 @@ def run_from_train_command(train_args) -> int:
         raise SystemExit(f"mlimg train gan: {', '.join(unused)} not used by gan (the network comes from --base)")
     # train.py leaves crop/batch/lr/eval_every at None unless typed: None keeps the gan default.
     for key in ("base", "data", "kodak", "steps", "seed", "threads", "checkpoint_every", "export",
-                "crop", "batch", "lr", "eval_every"):
+                "crop", "batch", "lr", "eval_every", "loss_weights"):
         if getattr(train_args, key, None) is not None:
             setattr(args, key, getattr(train_args, key))
     args.out = getattr(train_args, "out", None) or "runs/gan"
@@ -306,8 +325,12 @@ def train(args) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     say = run_log(run_dir)
     command = getattr(args, "command", None) or "python -m mlimg.train_gan " + " ".join(sys.argv[1:])
+    try:
+        weights = parse_loss_weights(getattr(args, "loss_weights", None))
+    except ValueError as exc:
+        raise SystemExit(f"mlimg train gan: {exc}") from None
     train_config = {"crop": args.crop, "batch": args.batch, "lr": args.lr, "seed": args.seed, "data": args.data,
-                    "loss_weights": LOSS_WEIGHTS}
+                    "loss_weights": weights}
     torch.manual_seed(args.seed)
     if resuming:
         net, disc, opt_g, opt_d, meta = load_gan_checkpoint(run_dir, device, args.lr)
@@ -329,7 +352,7 @@ def train(args) -> int:
     images = load_images(Path(args.data))
     n_gen = sum(p.numel() for p in net.generator.parameters())
     say(f"{len(images)} training images, generator {n_gen} / discriminator "
-        f"{sum(p.numel() for p in disc.parameters())} parameters, loss weights {LOSS_WEIGHTS}")
+        f"{sum(p.numel() for p in disc.parameters())} parameters, loss weights {weights}")
     if step >= args.steps:
         say(f"nothing to train: already at step {step} >= --steps {args.steps}")
     running: dict[str, float] = {}
@@ -342,7 +365,7 @@ def train(args) -> int:
             level = int(rng.integers(len(lambdas)))
             x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch)).to(device)
             beta = torch.from_numpy(draw_beta(rng, args.batch)).to(device)
-            terms = train_step(net, disc, opt_g, opt_d, x, level, beta)
+            terms = train_step(net, disc, opt_g, opt_d, x, level, beta, weights)
             step += 1
             seen += 1
             if seen == 1:

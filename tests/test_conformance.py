@@ -151,6 +151,16 @@ def test_cli_runs_the_suite_and_prints_a_table(capsys):
     assert "valid/raw-L-1x1" in out and " pass" in out and "0 failed" in out
 
 
+def test_python_dash_m_runs_the_same_suite():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mlimg.conformance", str(FIXTURES), "-k", "raw-L-1x1", "--failures-only"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "1/1 passed" in done.stdout
+
+
 def test_cli_exits_non_zero_when_a_case_fails(tmp_path, capsys):
     copy = tmp_path / "fixtures"
     shutil.copytree(FIXTURES / "valid" / "raw-L-17x13", copy / "valid" / "raw-L-17x13")

@@ -201,6 +201,24 @@ def test_typed_options_win_even_when_they_equal_train_py_defaults(monkeypatch, t
     assert seen["options"] == expected
 
 
+def test_loss_weights_override_is_used_and_recorded(tmp_path, train_data, base_run):
+    from mlimg.train_gan import LOSS_WEIGHTS, parse_loss_weights
+
+    assert parse_loss_weights(None) == LOSS_WEIGHTS
+    assert parse_loss_weights("adv=0.3, fm=10") == {**LOSS_WEIGHTS, "adv": 0.3, "fm": 10.0}
+    for bad in ("lpips=1", "adv", "adv=x", "fm=-1", "mse=nan"):
+        with pytest.raises(ValueError, match="loss-weights"):
+            parse_loss_weights(bad)
+    assert train_cli(base_run, train_data, tmp_path / "run", 1, "--loss-weights", "adv=0.3,fm=10") == 0
+    meta = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert meta["train_config"]["loss_weights"] == {**LOSS_WEIGHTS, "adv": 0.3, "fm": 10.0}
+    assert "'adv': 0.3" in (tmp_path / "run" / "train.log").read_text()
+    with pytest.raises(SystemExit, match="mse, ms_ssim"):
+        train_cli(base_run, train_data, tmp_path / "other", 1, "--loss-weights", "lpips=1")
+    with pytest.raises(SystemExit, match="only apply to gan"):
+        cli.main(["train", "gmm", "--loss-weights", "adv=1", "--out", str(tmp_path / "gmm")])
+
+
 def test_export_refuses_a_run_folder_base(tmp_path, train_data, base_run):
     assert train_cli(base_run, train_data, tmp_path / "run", 1) == 0
     with pytest.raises(SystemExit, match="registered gmm model id"):
