@@ -165,17 +165,30 @@ def draw_beta(rng: np.random.Generator, batch: int) -> np.ndarray:
     return np.where(kind < 0.25, 0.0, np.where(kind < 0.5, 1.0, u)).astype(np.float32)
 
 
-def quantised_latent(net, x, level: int):
-    """y_hat * inverse gain at a gain level, with real rounding (what the decoder receives)."""
+def draw_position(rng: np.random.Generator, levels: int) -> float:
+    """A gain position as the codec uses them: uniform over what quality 1..100 reaches,
+    including the extrapolated levels below 0 (gmm/gan method version 2)."""
+    return float(rng.uniform(-levels_below(), levels - 1))
+
+
+def levels_below() -> int:
+    """How many gain levels below the lowest trained one the current gan codec reaches."""
+    from .codecs.gan import GanCodec
+    from .codecs.gmm import LEVELS_BELOW
+
+    return int(LEVELS_BELOW[GanCodec.version])
+
+
+def quantised_latent(net, x, position: float):
+    """y_hat * inverse gain at a gain position, with real rounding (what the decoder receives)."""
     import torch
 
     with torch.no_grad():
-        g = torch.exp(net.log_gain[level]).view(1, -1, 1, 1)
-        ig = torch.exp(net.log_inv_gain[level]).view(1, -1, 1, 1)
-        return torch.round(net.g_a(x) * g) * ig
+        g, ig = net.gains(position)
+        return torch.round(net.g_a(x) * g.view(1, -1, 1, 1)) * ig.view(1, -1, 1, 1)
 
 
-def train_step(net, disc, opt_g, opt_d, x, level: int, beta, weights: dict = LOSS_WEIGHTS) -> dict:
+def train_step(net, disc, opt_g, opt_d, x, position: float, beta, weights: dict = LOSS_WEIGHTS) -> dict:
     """One generator update then one discriminator update; returns the loss terms as floats."""
     import torch
 
@@ -183,7 +196,7 @@ def train_step(net, disc, opt_g, opt_d, x, level: int, beta, weights: dict = LOS
                                 laplacian_l1, ms_ssim)
 
     b = x.shape[0]
-    y_in = quantised_latent(net, x, level)
+    y_in = quantised_latent(net, x, position)
     x_hat = net.generator(y_in, beta)
     # Generator: the discriminator is only a fixed function here (one pass over real + fake).
     disc.requires_grad_(False)
@@ -274,7 +287,8 @@ def make_optimisers(net, disc, lr: float):
 
 
 def kodak_eval(net, kodak: Path, device) -> str:
-    """PSNR and high-frequency ratio on two Kodak images, at the lowest and middle rate, beta 0 and 1."""
+    """PSNR and high-frequency ratio on two Kodak images, beta 0 and 1, at three gain positions:
+    the lowest quality of the codec (P-2, extrapolated), the lowest trained level (L0), the middle one."""
     import torch
     from PIL import Image
 
@@ -287,7 +301,7 @@ def kodak_eval(net, kodak: Path, device) -> str:
     images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
     parts = []
     with torch.no_grad():
-        for level in sorted({0, levels // 2}):
+        for level in sorted({-levels_below(), 0, levels // 2}):
             scores = {0.0: [], 1.0: []}
             for img in images:
                 h, w = img.shape[:2]
@@ -298,7 +312,7 @@ def kodak_eval(net, kodak: Path, device) -> str:
                     out = net.generator(y_in, beta)[0, :, :h, :w].clamp(0, 1).mul(255).round()
                     rec = out.byte().permute(1, 2, 0).cpu().numpy()
                     scores[beta].append((psnr(img, rec), high_frequency_ratio(img, rec)))
-            parts.append(f"L{level}: " + ", ".join(
+            parts.append(f"{'P' if level < 0 else 'L'}{level}: " + ", ".join(
                 f"b={beta:g} {np.mean([s[0] for s in v]):.2f} dB hf {np.mean([s[1] for s in v]):.2f}"
                 for beta, v in scores.items()))
     return f"kodak({len(files)} imgs) " + " | ".join(parts)
@@ -362,10 +376,10 @@ def train(args) -> int:
         while step < args.steps and not stop.requested:
             rng = np.random.default_rng([args.seed, step])  # batch order is a pure function of (seed, step)
             torch.manual_seed(args.seed * 1_000_003 + step)
-            level = int(rng.integers(len(lambdas)))
+            position = draw_position(rng, len(lambdas))
             x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch)).to(device)
             beta = torch.from_numpy(draw_beta(rng, args.batch)).to(device)
-            terms = train_step(net, disc, opt_g, opt_d, x, level, beta, weights)
+            terms = train_step(net, disc, opt_g, opt_d, x, position, beta, weights)
             step += 1
             seen += 1
             if seen == 1:

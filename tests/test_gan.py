@@ -201,6 +201,23 @@ def test_typed_options_win_even_when_they_equal_train_py_defaults(monkeypatch, t
     assert seen["options"] == expected
 
 
+def test_training_positions_cover_the_codecs_quality_range():
+    import numpy as np
+
+    from mlimg.codecs.gmm import gain_position
+    from mlimg.train_gan import draw_position
+
+    rng = np.random.default_rng(0)
+    drawn = np.array([draw_position(rng, 6) for _ in range(2000)])
+
+    class Net:  # gain_position only reads the number of levels
+        log_gain = torch.zeros(6, 1)
+
+    lo, hi = gain_position(1, Net, 2), gain_position(100, Net, 2)
+    assert lo <= drawn.min() < lo + 0.05 and hi - 0.05 < drawn.max() <= hi
+    assert 0.25 < np.mean(drawn < 0) < 0.33  # the extrapolated 2 of 7 levels get their share
+
+
 def test_loss_weights_override_is_used_and_recorded(tmp_path, train_data, base_run):
     from mlimg.train_gan import LOSS_WEIGHTS, parse_loss_weights
 
