@@ -222,7 +222,7 @@ def test_loss_weights_override_is_used_and_recorded(tmp_path, train_data, base_r
     from mlimg.train_gan import LOSS_WEIGHTS, parse_loss_weights
 
     assert parse_loss_weights(None) == LOSS_WEIGHTS
-    assert parse_loss_weights("adv=0.3, fm=10") == {**LOSS_WEIGHTS, "adv": 0.3, "fm": 10.0}
+    assert parse_loss_weights("adv=0.3, fm=10") == {**LOSS_WEIGHTS, "adv": 0.3, "fm": 10.0} != LOSS_WEIGHTS
     for bad in ("lpips=1", "adv", "adv=x", "fm=-1", "mse=nan"):
         with pytest.raises(ValueError, match="loss-weights"):
             parse_loss_weights(bad)
