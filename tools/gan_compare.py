@@ -25,12 +25,15 @@ CROPS = [("kodim23", 130, 300), ("kodim03", 60, 420), ("kodim14", 300, 300), ("k
 
 
 def decode(net, img: np.ndarray, position: float, generator: bool) -> np.ndarray:
+    """Round trip at a gain position: a gan net's generator at realism 1, or a gmm net's g_s."""
     h, w = img.shape[:2]
     x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255
     x = torch.nn.functional.pad(x, (0, -w % 64, 0, -h % 64), mode="replicate")
-    g, ig = net.gains(position)
-    y = torch.round(net.g_a(x) * g.view(1, -1, 1, 1)) * ig.view(1, -1, 1, 1)
-    out = net.generator(y, 1.0) if generator else net.g_s(y)
+    if generator:
+        out = net.decode_latent(x, position, 1.0)
+    else:
+        g, ig = net.gains(position)
+        out = net.g_s(torch.round(net.g_a(x) * g.view(1, -1, 1, 1)) * ig.view(1, -1, 1, 1))
     return out[0, :, :h, :w].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
 
 
