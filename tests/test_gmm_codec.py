@@ -108,10 +108,10 @@ def test_quality_maps_to_gain_levels_per_method_version(tiny_model):
 
     net = store.load(tiny_model[0], "gmm").net
     top = net.log_gain.shape[0] - 1
-    assert gmm_mod.gain_position(1, net, 1) == 0.0 and gmm_mod.gain_position(1, net, 2) == -2.0
-    assert gmm_mod.gain_position(100, net, 1) == gmm_mod.gain_position(100, net, 2) == top
+    assert gmm_mod.gain_position(1, top + 1, 1) == 0.0 and gmm_mod.gain_position(1, top + 1, 2) == -2.0
+    assert gmm_mod.gain_position(100, top + 1, 1) == gmm_mod.gain_position(100, top + 1, 2) == top
     with pytest.raises(CodecError, match="method version 3"):
-        gmm_mod.gain_position(50, net, 3)
+        gmm_mod.gain_position(50, top + 1, 3)
     # Below level 0 the gains continue the log-linear line through levels 0 and 1.
     g0, ig0 = net.gains(0.0)
     g1, ig1 = net.gains(1.0)

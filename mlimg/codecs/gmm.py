@@ -61,7 +61,7 @@ class GmmCodec(Codec):
         quality = opts["quality"]
         x = _to_rgb_float(np.asarray(pixels), mode)
         with torch.inference_mode():
-            gain, _ = net.gains(gain_position(quality, net, self.version))
+            gain, _ = net.gains(gain_position(quality, net.log_gain.shape[0], self.version))
             y = analysis_tiled(net, _pad(x), gain)
             y = np.clip(np.round(y), -32768, 32767)
             z = net.h_a(torch.from_numpy(y.astype(np.float32))[None])[0].numpy()
@@ -97,7 +97,7 @@ class GmmCodec(Codec):
         z = unpack_hyper(hlat, lh, lw, entropy.t["z_prior"])
         quality, y = unpack_latent(glat, lh, lw, z, entropy)
         with torch.inference_mode():
-            _, inv_gain = net.gains(gain_position(quality, net, header.method_version))
+            _, inv_gain = net.gains(gain_position(quality, net.log_gain.shape[0], header.method_version))
             x = synthesis_tiled(net, y.astype(np.float32), inv_gain, synthesis(net))
         x = x[: header.height, : header.width]
         out = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
@@ -114,13 +114,13 @@ class GmmCodec(Codec):
         return {}
 
 
-def gain_position(quality: int, net, method_version: int) -> float:
-    """The gain level position of `quality` in a file of this method version."""
+def gain_position(quality: int, levels: int, method_version: int) -> float:
+    """The gain level position of `quality` in a file of this method version (`levels` trained)."""
     below = LEVELS_BELOW.get(method_version)
     if below is None:
         raise CodecError(f"method version {method_version} is not one this decoder knows "
                          f"(known: {', '.join(map(str, LEVELS_BELOW))})")
-    return level_position(quality, net.log_gain.shape[0], below)
+    return level_position(quality, levels, below)
 
 
 def _entropy_model(loaded):

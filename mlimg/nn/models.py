@@ -55,11 +55,9 @@ class CAE(nn.Module):
         """
         levels = self.log_gain.shape[0]
         position = min(float(position), levels - 1.0)
-        if levels == 1:
-            position = 0.0
-        lo = min(max(math.floor(position), 0), levels - 2) if levels > 1 else 0
+        lo = min(max(math.floor(position), 0), max(levels - 2, 0))
+        hi = min(lo + 1, levels - 1)  # == lo for a single level: t then has no effect
         t = position - lo
-        hi = min(lo + 1, levels - 1)
         log_g = (1 - t) * self.log_gain[lo] + t * self.log_gain[hi]
         log_ig = (1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[hi]
         return torch.exp(log_g), torch.exp(log_ig)
