@@ -4,6 +4,7 @@
 #     command: S=100 bash tools/gpu/train.sh      carry: [".gpu"]      timeout_s: 600
 # then tools/gpu/import_runs.py FILES_AT --export. Each trainer stops on SIGTERM with a checkpoint.
 G=${G:-.gpu}; S=${S:-100}   # S: percent of the time budget (local dry runs use less)
+GAN=${GAN:-1}   # GAN=0: no new gan this lease, gmm trains the whole time (the shipped gan keeps its own gmm copy)
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $G/whl/*.whl; export PYTHONPATH=/tmp/site:$PWD
 mkdir -p $G/logs; L=$G/logs
@@ -11,9 +12,11 @@ nvidia-smi -L; python3 -c "import torch, mlimg; print('torch', torch.__version__
 (nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 15 > $L/smi.csv 2>&1 &)
 D=$G/bsds500; K=$G/kodak; T0=$(date +%s)
 t() { echo $(( $1 * S / 100 )); }
-( timeout -s TERM $(t 290) python3 -m mlimg train gmm --data $D --kodak $K --out $G/runs/gmm --crop 256 --batch 16 --lr 3e-4 --eval-every 1000 --checkpoint-every 60 > $L/gmm.out 2>&1
+GMM_S=$(t 290); [ "$GAN" = 0 ] && GMM_S=$(t 500)
+( timeout -s TERM $GMM_S python3 -m mlimg train gmm --data $D --kodak $K --out $G/runs/gmm --crop 256 --batch 16 --lr 3e-4 --eval-every 1000 --checkpoint-every 60 > $L/gmm.out 2>&1
   echo "gmm exit $?" >> $L/gmm.out
   left=$(( $(t 500) - ($(date +%s) - T0) ))
+  [ "$GAN" = 0 ] && exit 0
   timeout -s TERM $left python3 -m mlimg train gan --base $G/runs/gmm --data $D --kodak $K --out $G/runs/gan --crop 256 --batch 8 --checkpoint-every 60 > $L/gan.out 2>&1
   echo "gan exit $?" >> $L/gan.out ) & P1=$!
 ( timeout -s TERM $(t 500) python3 -m mlimg train cae --data $D --kodak $K --out $G/runs/cae --crop 256 --batch 16 --lr 3e-4 --eval-every 1000 --checkpoint-every 60 > $L/cae.out 2>&1; echo "cae exit $?" >> $L/cae.out ) & P2=$!
