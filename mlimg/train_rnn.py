@@ -31,11 +31,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--iterations", type=int, default=None,
                         help="coding iterations per training step (default 16, or the checkpoint's)")
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--gain-lr", type=float, default=None,
+                        help="learning rate of the per-iteration gain offsets (default: --lr); Adam moves each "
+                             "offset by about this much per step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--cell", choices=("gru", "lstm"), default="gru")
     parser.add_argument("--reconstruction", choices=("additive", "oneshot"), default="additive")
     parser.add_argument("--no-residual-scaling", action="store_true")
+    parser.add_argument("--output", choices=("tanh", "linear"), default="linear",
+                        help="decoder output: linear, or tanh-bounded to +-0.5 as in the first models (new runs "
+                             "only; linear learned faster, TRAINING.md)")
+    parser.add_argument("--gain-slope", type=float, default=0.3,
+                        help="initial log-gain added per iteration by the residual scaling (new runs only)")
+    parser.add_argument("--dec", default=None, metavar="W,W,W,W,W",
+                        help="decoder widths: 1x1 conv, then the four cells (default 64,64,64,32,16; new runs only)")
     parser.add_argument("--lower-gains", action="store_true",
                         help="before training, lower each iteration's gain offset to log(r_0 / r_t), the "
                              "measured shrinkage of the residual (see lower_gain_offsets)")
@@ -67,8 +77,11 @@ def train(args) -> int:
     run_dir = Path(args.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     say = run_log(run_dir)
-    config = {"cell": args.cell, "reconstruction": args.reconstruction,
-              "residual_scaling": not args.no_residual_scaling, "train_iterations": args.iterations or 16}
+    config = {"cell": args.cell, "reconstruction": args.reconstruction, "output": args.output,
+              "gain_slope": args.gain_slope, "residual_scaling": not args.no_residual_scaling,
+              "train_iterations": args.iterations or 16}
+    if args.dec:
+        config["dec"] = [int(v) for v in args.dec.split(",")]
     meta = {"step": 0}
     resuming = (run_dir / "checkpoint.json").exists()
     init_id = init_entry = None
@@ -83,7 +96,13 @@ def train(args) -> int:
     torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
     torch.manual_seed(args.seed)
     net = RNNCodecNet(config).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    # The gain offsets may learn faster than the networks (--gain-lr); each group keeps its
+    # ratio to --lr through the schedule below.
+    offsets = [p for name, p in net.named_parameters() if name == "gain.offset"]
+    rest = [p for name, p in net.named_parameters() if name != "gain.offset"]
+    gain_scale = (args.gain_lr or args.lr) / args.lr
+    groups = [{"params": rest, "scale": 1.0}] + ([{"params": offsets, "scale": gain_scale}] if offsets else [])
+    opt = torch.optim.Adam(groups, lr=args.lr)
     command = getattr(args, "command", None) or "python -m mlimg.train_rnn " + " ".join(sys.argv[1:])
     resumes: list = []
     if resuming:
@@ -98,7 +117,8 @@ def train(args) -> int:
         meta = {"step": init_from_registry(net, init_id, "rnn")}  # fresh optimiser: no Adam state
         say(f"initialised from {init_id} at step {meta['step']}: {command}")
         command, resumes = init_lineage(init_entry, init_id, meta["step"], command)
-    train_config = {"crop": args.crop, "batch": args.batch, "lr": args.lr, "seed": args.seed, "data": args.data}
+    train_config = {"crop": args.crop, "batch": args.batch, "lr": args.lr, "gain_lr": args.gain_lr or args.lr,
+                    "seed": args.seed, "data": args.data}
     images = load_images(Path(args.data))
     say(f"{len(images)} training images on {device}, config {net.config}")
     if args.lower_gains:
@@ -114,7 +134,7 @@ def train(args) -> int:
             x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch)).to(device) - 0.5
             lr = args.lr * (0.5 if step > 20000 else 1.0)
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["scale"]
             losses = net(x, net.config["train_iterations"])
             loss = torch.stack(losses).mean()
             opt.zero_grad()

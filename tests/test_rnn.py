@@ -258,6 +258,44 @@ def test_fewer_iterations_give_the_prefix_of_a_longer_file(tiny_model):
     assert short.find("RNNH").data[:-1] == long.find("RNNH").data[:-1]
 
 
+def test_new_run_records_the_network_options(tmp_path):
+    """--output / --dec / --gain-slope shape a new run's network and are kept in its checkpoint (--gain-lr
+    in its training settings)."""
+    import json
+
+    from mlimg import train_rnn
+    from mlimg.nn.rnn_models import RNNCodecNet
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(smooth_image(40, 40)).save(data / "img.png")
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1", "--batch", "1", "--crop", "32",
+                "--iterations", "2", "--output", "linear", "--dec", "16,16,16,8,8", "--gain-slope", "0.2",
+                "--gain-lr", "0.01"]
+        assert train_rnn.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    meta = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    config = meta["config"]
+    assert meta["train_config"]["gain_lr"] == 0.01 and meta["train_config"]["lr"] == 5e-4
+    # Adam's first step moves each parameter by its learning rate: offset[1] (the only one the
+    # two iterations use) by 0.01, not 5e-4.
+    from safetensors.torch import load_file
+
+    offset = load_file(str(tmp_path / "run" / "checkpoint.safetensors"))["model.gain.offset"]
+    assert abs(float(offset[1]) - 0.2) == pytest.approx(0.01, rel=1e-3) and float(offset[2]) == pytest.approx(0.4)
+    assert config["output"] == "linear" and config["dec"] == [16, 16, 16, 8, 8] and config["gain_slope"] == 0.2
+    net = RNNCodecNet(config)
+    assert not net.decoder.bounded and net.decoder.out.in_channels == 2
+    assert float(net.gain.offset.detach()[5]) == pytest.approx(1.0)
+    # Weights written before the option existed have no "output" key: they are tanh models.
+    assert RNNCodecNet({k: v for k, v in config.items() if k != "output"}).decoder.bounded
+    with pytest.raises(ValueError, match="bad rnn config"):
+        RNNCodecNet({**config, "output": "relu"})
+
+
 def test_train_init_from_exported_weights(tmp_path, monkeypatch):
     """checkpoint -> export -> `--init` in an empty run folder: every exported tensor is restored,
     the step continues from the registry, the lineage records the init."""
@@ -314,7 +352,7 @@ def test_train_init_from_exported_weights(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- fast inference path, draft()
 
 
-@pytest.mark.parametrize("extra", [{}, {"reconstruction": "oneshot"}, {"residual_scaling": False}])
+@pytest.mark.parametrize("extra", [{}, {"reconstruction": "oneshot"}, {"residual_scaling": False}, {"output": "linear"}])
 def test_fast_network_passes_match_the_module_path(one_torch_thread, extra):
     """nn/rnn_inference.py computes what RNNCodecNet computes, up to float32 round-off."""
     from mlimg.nn import rnn_inference

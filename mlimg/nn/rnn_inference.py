@@ -140,6 +140,7 @@ class FastRnn:
         self.bin_w = enc.binarise.weight.detach()[:, :, 0, 0].t().contiguous()
         self.bin_b = enc.binarise.bias.detach()
         self.additive = net.config["reconstruction"] == "additive"
+        self.bounded = net.decoder.bounded
         self._buffers = _Buffers()
         self._gain_cache = None
         self.gain_layers = None if net.gain is None else [  # (weight, bias, stride, padding) or None: ReLU
@@ -169,7 +170,9 @@ class FastRnn:
             y = _depth_to_space(s, h, w, self._buffers.get(f"d2s{i}", shape), planar=i == last)
             h, w = 2 * h, 2 * w
         # The last 1x1 convolution on an NCHW map: one long GEMM, as in the module path.
-        out = F.conv2d(y, self.out_w4, self.out_b).mul_(2).sigmoid_().sub_(0.5)  # tanh(a)/2 = sigmoid(2a) - 1/2
+        out = F.conv2d(y, self.out_w4, self.out_b)
+        if self.bounded:
+            out.mul_(2).sigmoid_().sub_(0.5)  # tanh(a)/2 = sigmoid(2a) - 1/2
         if not self.additive:
             return out, new_states
         if gain is not None:  # per 16x16 block: broadcast instead of repeat_interleave, same quotients

@@ -6,6 +6,8 @@ One iteration t:  residual r (image minus reconstruction so far, times a gain)
     -> decoder (1x1 conv + four ConvGRU/LSTM cells, each followed by depth-to-space)
     -> an image-sized output that is divided by the gain and added to the reconstruction
        ("additive"), or that *is* the new reconstruction ("oneshot").
+       The output is tanh-bounded to +-0.5 ("output": "tanh", the first models) or unbounded
+       ("linear", which trains faster: TRAINING.md, "rnn").
 
 Residual scaling (paper section 3.3): a small gain estimator looks at the reconstruction so
 far (known to the decoder) and predicts a per-block gain, so later iterations see residuals of
@@ -30,6 +32,7 @@ DEFAULT_CONFIG = {
     "enc": [32, 32, 64, 128],  # conv width, then the three encoder cells' hidden widths
     "dec": [64, 64, 64, 32, 16],  # 1x1 conv width, then the four decoder cells' hidden widths
     "train_iterations": 16,
+    "output": "tanh",  # "tanh" or "linear"; weights without the key are tanh models
 }
 
 
@@ -100,9 +103,10 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, widths, bits: int, cell: str):
+    def __init__(self, widths, bits: int, cell: str, output: str = "tanh"):
         super().__init__()
         Cell = _CELLS[cell]
+        self.bounded = output == "tanh"
         self.conv = nn.Conv2d(bits, widths[0], 1)
         cins = [widths[0]] + [widths[i] // 4 for i in range(1, 4)]
         self.cells = nn.ModuleList(Cell(cins[i], widths[i + 1], 3, 1) for i in range(4))
@@ -115,13 +119,14 @@ class Decoder(nn.Module):
             y, s = cell(y, s)
             new.append(s)
             y = F.pixel_shuffle(y, 2)  # depth-to-space
-        return torch.tanh(self.out(y)) * 0.5, new
+        out = self.out(y)
+        return (torch.tanh(out) * 0.5 if self.bounded else out), new
 
 
 class GainEstimator(nn.Module):
     """Reconstruction so far -> log-gain per 16x16 block (plus a learned per-iteration offset)."""
 
-    def __init__(self, max_iterations: int = 64, width: int = 16):
+    def __init__(self, max_iterations: int = 64, width: int = 16, slope: float = 0.3):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(3, width, 3, 2, 1), nn.ReLU(), nn.Conv2d(width, width, 3, 2, 1), nn.ReLU(),
@@ -129,8 +134,9 @@ class GainEstimator(nn.Module):
         )
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
-        # Residuals shrink roughly geometrically with the iteration: start near that.
-        self.offset = nn.Parameter(torch.arange(max_iterations, dtype=torch.float32) * 0.3)
+        # Residuals shrink roughly geometrically with the iteration: start near that (slope:
+        # log-gain per iteration at initialisation; only training reads it).
+        self.offset = nn.Parameter(torch.arange(max_iterations, dtype=torch.float32) * slope)
         self.max_log = math.log(256.0)
 
     def forward(self, recon, t: int):
@@ -143,12 +149,14 @@ class RNNCodecNet(nn.Module):
     def __init__(self, config: dict | None = None):
         super().__init__()
         cfg = {**DEFAULT_CONFIG, **(config or {})}
-        if cfg["cell"] not in _CELLS or cfg["reconstruction"] not in ("additive", "oneshot"):
+        if (cfg["cell"] not in _CELLS or cfg["reconstruction"] not in ("additive", "oneshot")
+                or cfg["output"] not in ("tanh", "linear")):
             raise ValueError(f"bad rnn config {cfg}")
         self.config = cfg
         self.encoder = Encoder(cfg["enc"], cfg["bits"], cfg["cell"])
-        self.decoder = Decoder(cfg["dec"], cfg["bits"], cfg["cell"])
-        self.gain = GainEstimator() if cfg["residual_scaling"] and cfg["reconstruction"] == "additive" else None
+        self.decoder = Decoder(cfg["dec"], cfg["bits"], cfg["cell"], cfg["output"])
+        scaled = cfg["residual_scaling"] and cfg["reconstruction"] == "additive"
+        self.gain = GainEstimator(slope=cfg.get("gain_slope", 0.3)) if scaled else None
 
     @classmethod
     def from_config(cls, config: dict) -> "RNNCodecNet":
