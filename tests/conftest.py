@@ -29,6 +29,29 @@ def random_image(mode: str, width: int = 7, height: int = 5, seed: int = 0):
     return image
 
 
+def smooth_image(h: int, w: int, channels: int = 3, seed: int = 0, noise: float = 8.0) -> np.ndarray:
+    """A photo-like test image for the learned codecs: smooth sinusoids plus a little noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = [128 + 100 * np.sin(xx / (5 + 3 * c) + yy / (7 + c)) for c in range(channels)]
+    img = np.clip(np.stack(base, axis=-1) + rng.normal(0, noise, (h, w, channels)), 0, 255).astype(np.uint8)
+    return img[..., 0] if channels == 1 else img
+
+
+def save_load(img, method: str, **opts):
+    """(file bytes, loaded image) of `img` saved as .mlimg with `method` and `opts`, through Pillow."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    img.save(buf, format="MLIMG", method=method, **opts)
+    data = buf.getvalue()
+    out = Image.open(io.BytesIO(data))
+    out.load()
+    return data, out
+
+
 @pytest.fixture(params=MODES)
 def mode(request) -> str:
     return request.param

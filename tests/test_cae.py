@@ -9,6 +9,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
+import conftest
+from conftest import smooth_image
+
 import mlimg  # noqa: F401  (registers the format)
 from mlimg import codecs
 from mlimg.codecs import cae as cae_mod
@@ -55,22 +58,8 @@ def fit_prior_to_laplace(prior, steps=60):
         opt.step()
 
 
-def smooth_image(h, w, channels=3, seed=0, noise=8.0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = [128 + 100 * np.sin(xx / (5 + 3 * c) + yy / (7 + c)) for c in range(channels)]
-    img = np.stack(base, axis=-1) + rng.normal(0, noise, (h, w, channels))
-    img = np.clip(img, 0, 255).astype(np.uint8)
-    return img[..., 0] if channels == 1 else img
-
-
-def save_load(img: Image.Image, **opts) -> tuple[bytes, Image.Image]:
-    buf = io.BytesIO()
-    img.save(buf, format="MLIMG", method="cae", **opts)
-    data = buf.getvalue()
-    out = Image.open(io.BytesIO(data))
-    out.load()
-    return data, out
+def save_load(img, **opts):
+    return conftest.save_load(img, "cae", **opts)
 
 
 def psnr(a, b):

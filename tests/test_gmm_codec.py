@@ -9,6 +9,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
+import conftest
+from conftest import smooth_image
+
 import mlimg  # noqa: F401  (registers the format)
 from mlimg import codecs
 from mlimg.codecs import gmm as gmm_mod
@@ -38,21 +41,8 @@ def tiny_model(tmp_path_factory):
     store.unregister("gmm-test-tiny")
 
 
-def smooth_image(h, w, channels=3, seed=0, noise=8.0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = [128 + 100 * np.sin(xx / (5 + 3 * c) + yy / (7 + c)) for c in range(channels)]
-    img = np.clip(np.stack(base, axis=-1) + rng.normal(0, noise, (h, w, channels)), 0, 255).astype(np.uint8)
-    return img[..., 0] if channels == 1 else img
-
-
 def save_load(img, **opts):
-    buf = io.BytesIO()
-    img.save(buf, format="MLIMG", method="gmm", **opts)
-    data = buf.getvalue()
-    out = Image.open(io.BytesIO(data))
-    out.load()
-    return data, out
+    return conftest.save_load(img, "gmm", **opts)
 
 
 @pytest.mark.parametrize("mode,size", [("RGB", (1, 1)), ("RGB", (17, 33)), ("L", (40, 23)), ("RGBA", (20, 19)), ("RGB", (70, 50))])

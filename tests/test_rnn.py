@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image, ImageFile
 
+from conftest import smooth_image
+
 import mlimg  # noqa: F401  (registers the format)
 from mlimg import codecs, container
 from mlimg.codecs import rnn as rnn_mod
@@ -37,14 +39,6 @@ def tiny_model(tmp_path_factory):
     yield MODEL_ID
     store.unregister(MODEL_ID)
     torch.set_num_threads(threads)
-
-
-def smooth_image(h, w, channels=3, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = [128 + 100 * np.sin(xx / (5 + 3 * c) + yy / (7 + c)) for c in range(channels)]
-    img = np.clip(np.stack(base, axis=-1) + rng.normal(0, 8, (h, w, channels)), 0, 255).astype(np.uint8)
-    return img[..., 0] if channels == 1 else img
 
 
 def save(array, **opts) -> bytes:
