@@ -169,6 +169,7 @@ def save_checkpoint(run_dir: Path, model, opt, meta: dict) -> None:
 
 
 def load_checkpoint(run_dir: Path, model, opt, device) -> dict:
+    """Model tensors (and, unless `opt` is None, the Adam moments) of RUN's checkpoint; its JSON."""
     import torch
     from safetensors.torch import load_file
 
@@ -176,7 +177,7 @@ def load_checkpoint(run_dir: Path, model, opt, device) -> dict:
     tensors = load_file(str(run_dir / "checkpoint.safetensors"))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     for name, p in model.named_parameters():
-        if f"adam.exp_avg.{name}" in tensors:
+        if opt is not None and f"adam.exp_avg.{name}" in tensors:
             opt.state[p] = {
                 "step": torch.tensor(float(meta.get("adam_step", meta["step"]))),
                 "exp_avg": tensors[f"adam.exp_avg.{name}"].to(device),

@@ -100,7 +100,8 @@ def train(args) -> int:
     # ratio to --lr through the schedule below.
     offsets = [p for name, p in net.named_parameters() if name == "gain.offset"]
     rest = [p for name, p in net.named_parameters() if name != "gain.offset"]
-    gain_scale = (args.gain_lr or args.lr) / args.lr
+    gain_lr = args.gain_lr or args.lr
+    gain_scale = gain_lr / args.lr
     groups = [{"params": rest, "scale": 1.0}] + ([{"params": offsets, "scale": gain_scale}] if offsets else [])
     opt = torch.optim.Adam(groups, lr=args.lr)
     command = getattr(args, "command", None) or "python -m mlimg.train_rnn " + " ".join(sys.argv[1:])
@@ -117,7 +118,7 @@ def train(args) -> int:
         meta = {"step": init_from_registry(net, init_id, "rnn")}  # fresh optimiser: no Adam state
         say(f"initialised from {init_id} at step {meta['step']}: {command}")
         command, resumes = init_lineage(init_entry, init_id, meta["step"], command)
-    train_config = {"crop": args.crop, "batch": args.batch, "lr": args.lr, "gain_lr": args.gain_lr or args.lr,
+    train_config = {"crop": args.crop, "batch": args.batch, "lr": args.lr, "gain_lr": gain_lr,
                     "seed": args.seed, "data": args.data}
     images = load_images(Path(args.data))
     say(f"{len(images)} training images on {device}, config {net.config}")

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
 from mlimg.nn.rnn_models import RNNCodecNet, hard_binarise
+from mlimg.train import load_checkpoint
 
 IMAGES = ("kodim01", "kodim08", "kodim15", "kodim23")
 
@@ -29,10 +29,8 @@ def crops(kodak: Path) -> torch.Tensor:
 
 
 def load(run: Path):
-    meta = json.loads((run / "checkpoint.json").read_text())
-    net = RNNCodecNet(meta["config"])
-    tensors = load_file(str(run / "checkpoint.safetensors"))
-    net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    net = RNNCodecNet(json.loads((run / "checkpoint.json").read_text())["config"])
+    meta = load_checkpoint(run, net, None, "cpu")
     return net.eval(), meta["step"]
 
 

@@ -33,6 +33,7 @@ DEFAULT_CONFIG = {
     "dec": [64, 64, 64, 32, 16],  # 1x1 conv width, then the four decoder cells' hidden widths
     "train_iterations": 16,
     "output": "tanh",  # "tanh" or "linear"; weights without the key are tanh models
+    "gain_slope": 0.3,  # initial log-gain per iteration (training only: the offsets are learned)
 }
 
 
@@ -156,7 +157,7 @@ class RNNCodecNet(nn.Module):
         self.encoder = Encoder(cfg["enc"], cfg["bits"], cfg["cell"])
         self.decoder = Decoder(cfg["dec"], cfg["bits"], cfg["cell"], cfg["output"])
         scaled = cfg["residual_scaling"] and cfg["reconstruction"] == "additive"
-        self.gain = GainEstimator(slope=cfg.get("gain_slope", 0.3)) if scaled else None
+        self.gain = GainEstimator(slope=cfg["gain_slope"]) if scaled else None
 
     @classmethod
     def from_config(cls, config: dict) -> "RNNCodecNet":
