@@ -29,11 +29,11 @@ class FakeQuantCodec(Codec):
     name = "fakeq"
     modes = ("RGB",)
     chunk_specs = (ChunkSpec("FKQd", "step u8 + zlib of quantised bytes"),)
-    options = {"quality": Option(50, _quality, "1..100")}
+    options = {"quality": Option(50, _quality, "1..100"), "coarser": Option(0, int, "an integer")}
     bench_points = ({"quality": 20}, {"quality": 90})
 
     def encode(self, pixels, mode, opts):
-        step = max(1, (101 - opts["quality"]) // 3)
+        step = max(1, (101 - opts["quality"]) // 3) + opts["coarser"]
         q = (pixels // step).astype(np.uint8)
         return Encoded([("FKQd", bytes([step]) + zlib.compress(q.tobytes(), 9))])
 
@@ -173,6 +173,37 @@ def test_parallel_jobs_give_the_same_bytes(tmp_path, image_dir, published_dir):
     one = run(_settings(tmp_path, image_dir, published_dir, methods=[], anchors=["jpeg"]))
     two = run(_settings(tmp_path, image_dir, published_dir, methods=[], anchors=["jpeg"], jobs=2))
     assert [r["bytes"] for r in one.rows] == [r["bytes"] for r in two.rows]
+
+
+def test_method_variants_add_fixed_options(tmp_path, image_dir, published_dir, fake_methods):
+    settings = _settings(tmp_path, image_dir, published_dir, methods=["fakeq", "fakeq:coarser=4"], anchors=[])
+    result = run(settings)
+    plain, coarse = (json.loads((tmp_path / "out" / name).read_text())["results"]
+                     for name in ("fakeq.json", "fakeq+coarser=4.json"))
+    assert len(coarse["bpp"]) == 2 and all(c < p for c, p in zip(coarse["bpp"], plain["bpp"]))
+    assert "mlimg fakeq (v1), coarser=4" in result.summary
+    row = next(r for r in result.rows if r["subject"] == "fakeq:coarser=4" and r["params"] == "quality=20")
+    im = Image.open(image_dir / f"{row['image']}.png").convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, format="MLIMG", method="fakeq", quality=20, coarser=4)
+    assert row["bytes"] == len(buf.getvalue())
+    assert subjects.parse_variant("gmm:refine=20:model=x:w=0.5") == ("gmm", {"refine": 20, "model": "x", "w": 0.5})
+    for bad, message in (("fakeq:coarser", "METHOD:OPTION=VALUE"), ("fakeq:finer=2", "valid options: coarser, quality"),
+                         ("fakeq:quality=0", "valid is 1..100")):
+        with pytest.raises(ValueError, match=message):
+            run(_settings(tmp_path, image_dir, published_dir, methods=[bad], anchors=[]))
+
+
+def test_method_qualities_leave_the_anchor_sweeps_alone(fake_methods):
+    settings = Settings(method_qualities=[10, 60, 95], qualities=[50])
+    assert choose_points("fakeq", settings) == ({"quality": 10}, {"quality": 60}, {"quality": 95})
+    assert choose_points("fakeq:coarser=2", settings) == ({"quality": 10}, {"quality": 60}, {"quality": 95})
+    assert choose_points("jpeg", settings) == ({"quality": 50},)
+    assert len(choose_points("jpeg", Settings(method_qualities=[10]))) == 13  # its own sweep
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--method-qualities", "0,50"])
 
 
 def test_quick_spreads_points(fake_methods):

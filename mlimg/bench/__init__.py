@@ -1,7 +1,7 @@
 """`mlimg bench`: rate-distortion and speed of every mlimg method against JPEG, WebP, AVIF, JPEG 2000, JPEG XL.
 
     mlimg bench [--images DIR] [--methods kmeans,pca,...] [--anchors jpeg,webp,...]
-                [--qualities 10,50,90] [--jobs N] [--out DIR] [--published DIR] [--quick]
+                [--qualities 10,50,90] [--method-qualities 1,50,100] [--jobs N] [--out DIR] [--published DIR] [--quick]
 
 Outputs under --out: one CompressAI-layout JSON per codec, rows.csv (every
 per-image measurement), summary.md (printed at the end) and rd_psnr.png /
@@ -27,9 +27,9 @@ def _qualities(text: str) -> list[int]:
     try:
         values = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--qualities wants integers 1..100 separated by commas, got {text!r}")
+        values = []
     if not values or any(not 1 <= q <= 100 for q in values):
-        raise argparse.ArgumentTypeError(f"--qualities wants integers 1..100 separated by commas, got {text!r}")
+        raise argparse.ArgumentTypeError(f"wants integers 1..100 separated by commas, got {text!r}")
     return values
 
 
@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--qualities", type=_qualities, metavar="Q,Q,...",
                         help="quality values used as rate points by every codec with a quality setting "
                              "(default: each codec's own sweep)")
+    parser.add_argument("--method-qualities", type=_qualities, metavar="Q,Q,...",
+                        help="quality values for the mlimg methods only, the anchors keeping their own sweeps "
+                             "(e.g. fewer points for a slow encoder setting); overrides --qualities for methods")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="parallel worker processes (default 1; timings are cleaner with 1)")
     parser.add_argument("--out", default="bench-out", metavar="DIR", help="output folder (default ./bench-out)")
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         methods=args.methods,
         anchors=args.anchors,
         qualities=args.qualities,
+        method_qualities=args.method_qualities,
         jobs=args.jobs,
         out=args.out,
         published=args.published,

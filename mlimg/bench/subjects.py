@@ -160,17 +160,48 @@ class JxlAnchor(Subject):
         return np.asarray(_imagecodecs_jxl().jpegxl_decode(data))
 
 
+def parse_variant(name: str) -> tuple[str, dict[str, Any]]:
+    """'gmm:refine=20' -> ('gmm', {'refine': 20}): a method with fixed save options added to
+    every rate point (numbers are parsed as int or float, anything else stays a string)."""
+    method, *settings = name.split(":")
+    fixed: dict[str, Any] = {}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"method variant {name!r}: expected METHOD:OPTION=VALUE[:OPTION=VALUE...]")
+        for cast in (int, float, str):
+            try:
+                fixed[key] = cast(text)
+                break
+            except ValueError:
+                continue
+    return method, fixed
+
+
+def check_variant(name: str) -> None:
+    """ValueError (listing the valid values) for a variant whose options the method rejects."""
+    from .. import codecs
+
+    method, fixed = parse_variant(name)
+    if fixed:
+        codec = codecs.get(method)
+        codec.validate_options(codec.modes[-1] if "RGB" not in codec.modes else "RGB", fixed)
+
+
 class MlimgMethod(Subject):
-    """An mlimg method, saved and opened through the registered Pillow plugin."""
+    """An mlimg method, saved and opened through the registered Pillow plugin; a variant name
+    such as 'gmm:refine=20' adds fixed save options to every rate point."""
 
     kind = "method"
 
     def __init__(self, name: str):
         from .. import codecs
 
-        self.codec = codecs.get(name)
+        method, self.fixed = parse_variant(name)
+        self.codec = codecs.get(method)
+        self.method = method
         self.name = name
-        self.label = f"mlimg {name} (v{self.codec.version})"
+        self.label = f"mlimg {method} (v{self.codec.version})" + "".join(f", {k}={v}" for k, v in self.fixed.items())
         self.lossless = bool(self.codec.lossless)
         self.points = tuple(dict(p) for p in self.codec.bench_points) or ({},)
 
@@ -180,7 +211,7 @@ class MlimgMethod(Subject):
         return tuple({"quality": int(q)} for q in qualities)
 
     def encode(self, im, params):
-        return _pillow_bytes(im, "MLIMG", method=self.name, **params)
+        return _pillow_bytes(im, "MLIMG", method=self.method, **self.fixed, **params)
 
 
 def _anchor_factories():

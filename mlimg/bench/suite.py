@@ -27,6 +27,7 @@ class Settings:
     methods: list[str] | None = None  # None = every registered method
     anchors: list[str] | None = None  # None = the default anchors (+ the ones methods need)
     qualities: list[int] | None = None
+    method_qualities: list[int] | None = None  # for mlimg methods only; wins over qualities
     jobs: int = 1
     out: str = "bench-out"
     published: str | None = None
@@ -57,7 +58,9 @@ def _check_names(kind: str, names: list[str], valid: list[str]) -> None:
 def choose_subjects(settings: Settings) -> tuple[list[str], dict[str, str]]:
     """The subject names to run (methods first) and the ones skipped with the reason."""
     methods = subjects.method_names() if settings.methods is None else list(settings.methods)
-    _check_names("methods", methods, subjects.method_names())
+    _check_names("methods", [subjects.parse_variant(m)[0] for m in methods], subjects.method_names())
+    for name in methods:
+        subjects.check_variant(name)
     explicit = settings.anchors is not None
     anchors = list(settings.anchors) if explicit else []
     _check_names("anchors", anchors, subjects.anchor_names())
@@ -93,8 +96,9 @@ def choose_subjects(settings: Settings) -> tuple[list[str], dict[str, str]]:
 def choose_points(name: str, settings: Settings) -> tuple[dict[str, Any], ...]:
     subject = subjects.build(name)
     points = subject.points
-    if settings.qualities:
-        points = subject.quality_points(settings.qualities) or points
+    qualities = settings.method_qualities if subject.kind == "method" and settings.method_qualities else settings.qualities
+    if qualities:
+        points = subject.quality_points(qualities) or points
     if settings.quick:
         points = tuple(spread(list(points), QUICK_POINTS))
     return tuple(points)
@@ -133,7 +137,7 @@ def _method_reports(names: list[str], images: list[TestImage]) -> dict[str, str]
     reports = {}
     for name in names:
         subject = subjects.build(name)
-        if subject.kind != "method":
+        if subject.kind != "method" or subject.fixed:  # a variant's report is its method's
             continue
         try:
             text = subject.codec.bench_report(pictures)
@@ -236,7 +240,7 @@ def write_data(out: Path, curves: dict[str, Curve], rows: list[dict[str, Any]], 
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for name, curve in curves.items():
-        path = out / f"{name}.json"
+        path = out / f"{name.replace(':', '+')}.json"  # a variant 'gmm:refine=20' -> gmm+refine=20.json
         data = _json_safe(compressai_json(curve, f"{curve.label}; {description}"))
         path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
         files.append(path)

@@ -33,6 +33,11 @@ def level_position(quality: int, levels: int, below: float = 0.0) -> float:
     return (quality - 1) / 99.0 * (levels - 1 + below) - below
 
 
+# Encoder only (nn/refine.py): a refined file is an ordinary file of its method.
+REFINE_OPTION = Option(0, int_in(0, 200), "an integer 0..200: latent refinement steps at encode time (0: off; "
+                                          "more steps, slower encoding, better rate-distortion)")
+
+
 class CaeCodec(Codec):
     name = "cae"
     version = 1
@@ -46,6 +51,7 @@ class CaeCodec(Codec):
     options = {
         "quality": Option(75, int_in(1, 100), "an integer 1..100 (higher: more bytes, better quality)"),
         "model": Option(None, optional_str, "None (the installed default) or a registered cae model id"),
+        "refine": REFINE_OPTION,
     }
 
     # ------------------------------------------------------------ encode
@@ -61,17 +67,21 @@ class CaeCodec(Codec):
         loaded = store.load(model_id, self.name)
         net, freqs = loaded.net, loaded.tables["prior"]
         quality = opts["quality"]
-        x = _to_rgb_float(np.asarray(pixels), mode)
-        h, w = x.shape[:2]
+        x = _pad(_to_rgb_float(np.asarray(pixels), mode))
+        position = level_position(quality, net.log_gain.shape[0])
         with torch.inference_mode():
-            gain, _ = net.gains(level_position(quality, net.log_gain.shape[0]))
-            y = analysis_tiled(net, _pad(x), gain)
+            gain, inv_gain = net.gains(position)
+            y = analysis_tiled(net, x, gain)
+        if opts.get("refine"):
+            from ..nn.refine import refine_latent
+
+            y = refine_latent(net, x, y, position, inv_gain, opts["refine"])
         q = np.clip(np.round(y), -32768, 32767).astype(np.int32)  # (M, lh, lw)
         payload = _pack_latent(q, quality, freqs)
         chunks = [("LATN", payload)]
         if mode == "RGBA":
             chunks.append(("ALPH", encode_alpha(np.asarray(pixels)[:, :, 3])))
-        info = {"quality": quality, "model_id": model_id}
+        info = {"quality": quality, "model_id": model_id, **({"refine": opts["refine"]} if opts.get("refine") else {})}
         return Encoded(chunks, info=info, model=(model_id, bytes.fromhex(loaded.sha256)))
 
     # ------------------------------------------------------------ decode

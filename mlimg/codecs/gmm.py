@@ -17,7 +17,7 @@ import numpy as np
 
 from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
 from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option, int_in, optional_str
-from .cae import STRIDE, _pad, _to_rgb_float, analysis_tiled, level_position, synthesis_tiled
+from .cae import REFINE_OPTION, STRIDE, _pad, _to_rgb_float, analysis_tiled, level_position, synthesis_tiled
 from .factorized import pack_channels, read_escapes, unpack_channels
 
 HYPER_STRIDE = 4  # z is y downsampled twice by 2
@@ -43,6 +43,7 @@ class GmmCodec(Codec):
     options = {
         "quality": Option(75, int_in(1, 100), "an integer 1..100 (higher: more bytes, better quality)"),
         "model": Option(None, optional_str, "None (the installed default) or a registered gmm model id"),
+        "refine": REFINE_OPTION,
     }
     bench_points = tuple({"quality": q} for q in (1, 12, 25, 40, 55, 70, 85, 100))  # ~0.1..0.6 bpp on Kodak
 
@@ -60,9 +61,16 @@ class GmmCodec(Codec):
         net, entropy = loaded.net, _entropy_model(loaded)
         quality = opts["quality"]
         x = _to_rgb_float(np.asarray(pixels), mode)
+        position = gain_position(quality, net.log_gain.shape[0], self.version)
+        x = _pad(x)
         with torch.inference_mode():
-            gain, _ = net.gains(gain_position(quality, net.log_gain.shape[0], self.version))
-            y = analysis_tiled(net, _pad(x), gain)
+            gain, inv_gain = net.gains(position)
+            y = analysis_tiled(net, x, gain)
+        if opts.get("refine"):
+            from ..nn.refine import refine_latent
+
+            y = refine_latent(net, x, y, position, inv_gain, opts["refine"])
+        with torch.inference_mode():
             y = np.clip(np.round(y), -32768, 32767)
             z = net.h_a(torch.from_numpy(y.astype(np.float32))[None])[0].numpy()
         y = y.astype(np.int64)
@@ -70,7 +78,8 @@ class GmmCodec(Codec):
         chunks = [("HLAT", _pack_hyper(z, entropy.t["z_prior"])), ("GLAT", _pack_latent(y, z, quality, entropy))]
         if mode == "RGBA":
             chunks.append(("ALPH", encode_alpha(np.asarray(pixels)[:, :, 3])))
-        return Encoded(chunks, info={"quality": quality, "model_id": model_id},
+        info = {"quality": quality, "model_id": model_id, **({"refine": opts["refine"]} if opts.get("refine") else {})}
+        return Encoded(chunks, info=info,
                        model=(model_id, bytes.fromhex(loaded.sha256)))
 
     # ------------------------------------------------------------ decode

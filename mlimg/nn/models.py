@@ -69,6 +69,10 @@ class CAE(nn.Module):
         bits = -torch.log2(self.prior.likelihood(y)).sum()
         return bits, self.g_s(y * ig.view(1, -1, 1, 1))
 
+    def latent_bits(self, y_noisy: torch.Tensor, y_rounded: torch.Tensor) -> torch.Tensor:
+        """Rate of a gained latent as training measures it (noisy y); for encoder-side refinement."""
+        return -torch.log2(self.prior.likelihood(y_noisy)).sum()
+
     def forward(self, x: torch.Tensor, level: int):
         """Training pass at one lambda level: returns (x_hat, likelihoods)."""
         g = torch.exp(self.log_gain[level]).view(1, -1, 1, 1)
@@ -149,6 +153,15 @@ class GMM(nn.Module):
         weights, means, scales = self.mixture(self.h_s(z), y)
         bits = -torch.log2(gmm_likelihood(y, weights, means, scales)).sum() - torch.log2(self.z_prior.likelihood(z)).sum()
         return bits, self.g_s(y * ig.view(1, -1, 1, 1))
+
+    def latent_bits(self, y_noisy: torch.Tensor, y_rounded: torch.Tensor) -> torch.Tensor:
+        """Rate of a gained latent and its hyper-latent as training measures it (noisy y; the
+        context and z from the rounded y, straight-through); for encoder-side refinement."""
+        z = self.h_a(y_rounded)
+        z_hat = quantize_ste(z)
+        weights, means, scales = self.mixture(self.h_s(z_hat), y_rounded)
+        return (-torch.log2(gmm_likelihood(y_noisy, weights, means, scales)).sum()
+                - torch.log2(self.z_prior.likelihood(z_hat)).sum())
 
     def forward(self, x: torch.Tensor, level: int):
         g = torch.exp(self.log_gain[level]).view(1, -1, 1, 1)

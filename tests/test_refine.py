@@ -1,0 +1,126 @@
+"""Encoder-side latent refinement (`refine=`, mlimg/nn/refine.py) for cae and gmm, with tiny
+random models: it lowers the training objective, tile by tile too, and writes ordinary files."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import conftest
+from conftest import smooth_image
+
+import mlimg  # noqa: F401  (registers the format)
+
+torch = pytest.importorskip("torch")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = {
+    "cae": {"arch": "cae", "N": 8, "M": 6, "lambdas": [0.001, 0.01, 0.1]},
+    "gmm": {"arch": "gmm", "N": 8, "M": 8, "K": 3, "lambdas": [0.001, 0.01, 0.1]},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """{method: registered id} of tiny fixed-seed random models (as in test_cae / test_gmm_codec)."""
+    from test_cae import fit_prior_to_laplace
+
+    from mlimg.nn import store
+    from mlimg.nn.integer import factorized_freqs
+    from mlimg.nn.models import build
+
+    ids = {}
+    for method, config in TINY.items():
+        torch.manual_seed(99)
+        net = build(config)
+        with torch.no_grad():  # a useful latent scale: rate then grows with the gain
+            (net.g_a[-1] if method == "cae" else net.g_a[-2]).weight.mul_(30.0)
+        if method == "cae":
+            fit_prior_to_laplace(net.prior)
+            tables = {"prior": factorized_freqs(net.prior)}
+        else:
+            tables = store.integer_tables(net)
+        path = tmp_path_factory.mktemp("weights") / f"{method}-refine-tiny.safetensors"
+        store.save_weights(path, net, tables, config)
+        ids[method] = f"{method}-refine-tiny"
+        store.register(ids[method], method, path, config)
+    yield ids
+    for model_id in ids.values():
+        store.unregister(model_id)
+
+
+def _objective(net, y, position, x):
+    """Rate (float model, rounded latent) + lambda * distortion: what refinement lowers."""
+    from mlimg.nn.refine import lambda_at
+
+    with torch.no_grad():
+        _, ig = net.gains(position)
+        yq = torch.round(torch.from_numpy(y))[None]
+        bits = float(net.latent_bits(yq, yq))
+        target = torch.from_numpy(x).permute(2, 0, 1)[None]
+        mse = float(torch.mean((net.g_s(yq * ig.view(1, -1, 1, 1)) - target) ** 2))
+    return bits / (x.shape[0] * x.shape[1]) + lambda_at(net.config["lambdas"], position) * 255**2 * mse
+
+
+@pytest.mark.parametrize("method", ["cae", "gmm"])
+@pytest.mark.parametrize("tile", [None, 4])
+# tile 4: the 96x128 image is 2x2 tiles of 4x4 latents with a 4-latent margin (a multiple of
+# the hyper-latent stride, as the real 48 + 4, so window and image agree on z's grid)
+def test_refine_lowers_the_rate_distortion_objective(tiny_models, monkeypatch, method, tile):
+    """The target is what the (random) synthesis makes of an integer latent y*, so a good
+    latent exists; refinement starts from y* disturbed by up to +-2 and must get back towards it."""
+    from mlimg.codecs import cae
+    from mlimg.nn import store
+    from mlimg.nn.refine import refine_latent
+
+    if tile:
+        monkeypatch.setattr(cae, "_TILE", tile)
+        monkeypatch.setattr(cae, "_MARGIN", 4)
+    net = store.load(tiny_models[method], method).net
+    position = cae.level_position(60, net.log_gain.shape[0])
+    with torch.inference_mode():
+        gain, inv_gain = net.gains(position)
+        y_star = np.round(cae.analysis_tiled(net, cae._pad(cae._to_rgb_float(smooth_image(96, 128, seed=5), "RGB")), gain))
+        x = net.g_s(torch.from_numpy(y_star)[None] * inv_gain.view(1, -1, 1, 1))[0].permute(1, 2, 0).numpy().copy()
+    y = y_star + np.random.default_rng(0).uniform(-2, 2, y_star.shape).astype(np.float32)
+    # The disturbance is large for the tuned default step size: larger steps.
+    refined = refine_latent(net, x, y, position, inv_gain, 40, lr=0.3)
+    assert refined.shape == y.shape
+    before, after = _objective(net, y, position, x), _objective(net, refined, position, x)
+    assert after < 0.6 * before  # (measured 0.03-0.5 of before)
+    assert np.abs(refined - y_star).mean() < 0.75 * np.abs(y - y_star).mean()  # (measured 0.35-0.63)
+    assert all(p.requires_grad for p in net.parameters())  # the shared model is left as it was
+    assert np.array_equal(refine_latent(net, x, y, position, inv_gain, 40, lr=0.3), refined)  # seeded noise
+
+
+@pytest.mark.parametrize("method", ["cae", "gmm"])
+def test_refine_writes_ordinary_files(tiny_models, method):
+    img = Image.fromarray(smooth_image(30, 40, seed=6))
+    model = tiny_models[method]
+    plain, _ = conftest.save_load(img, method, model=model, quality=50)
+    assert conftest.save_load(img, method, model=model, quality=50, refine=0)[0] == plain
+    data, out = conftest.save_load(img, method, model=model, quality=50, refine=40)
+    assert data != plain and out.size == img.size
+    assert [c[0] for c in Image.open(io.BytesIO(data)).info["chunks"]] == \
+        [c[0] for c in Image.open(io.BytesIO(plain)).info["chunks"]]  # nothing new in the file
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(out))
+    with pytest.raises(ValueError, match="0..200"):
+        conftest.save_load(img, method, model=model, refine=201)
+
+
+def test_refine_is_not_a_gan_option():
+    img = Image.fromarray(smooth_image(16, 16))
+    with pytest.raises(ValueError, match="valid options: model, quality"):
+        conftest.save_load(img, "gan", refine=3)
+
+
+def test_lambda_follows_the_gain_levels():
+    from mlimg.nn.refine import lambda_at
+
+    lambdas = [0.001, 0.01, 0.1]
+    assert [round(lambda_at(lambdas, p), 9) for p in (0, 1, 2, 5)] == [0.001, 0.01, 0.1, 0.1]
+    assert lambda_at(lambdas, 0.5) == pytest.approx(0.001**0.5 * 0.01**0.5)
+    assert lambda_at(lambdas, -1) == pytest.approx(0.0001)  # extrapolated like the gains
