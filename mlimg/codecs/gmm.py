@@ -60,9 +60,8 @@ class GmmCodec(Codec):
         loaded = store.load(model_id, self.name)
         net, entropy = loaded.net, _entropy_model(loaded)
         quality = opts["quality"]
-        x = _to_rgb_float(np.asarray(pixels), mode)
+        x = _pad(_to_rgb_float(np.asarray(pixels), mode))
         position = gain_position(quality, net.log_gain.shape[0], self.version)
-        x = _pad(x)
         with torch.inference_mode():
             gain, inv_gain = net.gains(position)
             y = analysis_tiled(net, x, gain)
