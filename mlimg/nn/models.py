@@ -24,6 +24,16 @@ DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483)
 STRIDE = 16  # total downsampling factor of the analysis transform
 
 
+def level_blend(position: float, levels: int) -> tuple[int, int, float]:
+    """(lo, hi, t): a continuous level position as the blend (1 - t)·level lo + t·level hi of
+    two neighbouring trained levels; positions below 0 extrapolate the line through levels
+    0 and 1 (t < 0), positions above the top level are clamped to it."""
+    position = min(float(position), levels - 1.0)
+    lo = min(max(math.floor(position), 0), max(levels - 2, 0))
+    hi = min(lo + 1, levels - 1)  # == lo for a single level: t then has no effect
+    return lo, hi, position - lo
+
+
 class CAE(nn.Module):
     def __init__(self, N: int = 128, M: int = 128, lambdas=DEFAULT_LAMBDAS):
         super().__init__()
@@ -53,11 +63,7 @@ class CAE(nn.Module):
         (linearly in the log domain), as in Cui et al. 2021; a position below 0 extends
         the line through levels 0 and 1 (lower rates than any trained level).
         """
-        levels = self.log_gain.shape[0]
-        position = min(float(position), levels - 1.0)
-        lo = min(max(math.floor(position), 0), max(levels - 2, 0))
-        hi = min(lo + 1, levels - 1)  # == lo for a single level: t then has no effect
-        t = position - lo
+        lo, hi, t = level_blend(position, self.log_gain.shape[0])
         log_g = (1 - t) * self.log_gain[lo] + t * self.log_gain[hi]
         log_ig = (1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[hi]
         return torch.exp(log_g), torch.exp(log_ig)
@@ -66,11 +72,11 @@ class CAE(nn.Module):
         """Evaluation with real rounding: (estimated bits from the prior, x_hat)."""
         g, ig = self.gains(position)
         y = torch.round(self.g_a(x) * g.view(1, -1, 1, 1))
-        bits = -torch.log2(self.prior.likelihood(y)).sum()
-        return bits, self.g_s(y * ig.view(1, -1, 1, 1))
+        return self.latent_bits(y, y), self.g_s(y * ig.view(1, -1, 1, 1))
 
     def latent_bits(self, y_noisy: torch.Tensor, y_rounded: torch.Tensor) -> torch.Tensor:
-        """Rate of a gained latent as training measures it (noisy y); for encoder-side refinement."""
+        """Rate of a gained latent as training measures it (noisy y; estimate() passes the
+        rounded y twice), also the rate term of encoder-side refinement."""
         return -torch.log2(self.prior.likelihood(y_noisy)).sum()
 
     def forward(self, x: torch.Tensor, level: int):
@@ -149,14 +155,12 @@ class GMM(nn.Module):
         """Evaluation with real rounding: (estimated bits from the float models, x_hat)."""
         g, ig = self.gains(position)
         y = torch.round(self.g_a(x) * g.view(1, -1, 1, 1))
-        z = torch.round(self.h_a(y))
-        weights, means, scales = self.mixture(self.h_s(z), y)
-        bits = -torch.log2(gmm_likelihood(y, weights, means, scales)).sum() - torch.log2(self.z_prior.likelihood(z)).sum()
-        return bits, self.g_s(y * ig.view(1, -1, 1, 1))
+        return self.latent_bits(y, y), self.g_s(y * ig.view(1, -1, 1, 1))
 
     def latent_bits(self, y_noisy: torch.Tensor, y_rounded: torch.Tensor) -> torch.Tensor:
         """Rate of a gained latent and its hyper-latent as training measures it (noisy y; the
-        context and z from the rounded y, straight-through); for encoder-side refinement."""
+        context and z from the rounded y, straight-through; estimate() passes the rounded y
+        twice), also the rate term of encoder-side refinement."""
         z = self.h_a(y_rounded)
         z_hat = quantize_ste(z)
         weights, means, scales = self.mixture(self.h_s(z_hat), y_rounded)

@@ -25,13 +25,10 @@ LEARNING_RATE = 0.01
 def lambda_at(lambdas, position: float) -> float:
     """The rate-distortion trade-off at a gain position, interpolated (and, below level 0,
     extrapolated) log-linearly like the gains themselves (CAE.gains)."""
-    logs = [math.log(v) for v in lambdas]
-    if len(logs) == 1:
-        return lambdas[0]
-    position = min(float(position), len(logs) - 1.0)
-    lo = min(max(math.floor(position), 0), len(logs) - 2)
-    t = position - lo
-    return math.exp((1 - t) * logs[lo] + t * logs[lo + 1])
+    from .models import level_blend
+
+    lo, hi, t = level_blend(position, len(lambdas))
+    return math.exp((1 - t) * math.log(lambdas[lo]) + t * math.log(lambdas[hi]))
 
 
 def refine_latent(net, x: np.ndarray, y: np.ndarray, position: float, inv_gain, steps: int,
