@@ -57,8 +57,6 @@ class CaeCodec(Codec):
     # ------------------------------------------------------------ encode
 
     def encode(self, pixels, mode: str, opts) -> Encoded:
-        import torch
-
         from ..nn import store
 
         model_id = opts.get("model") or store.default_model(self.name)
@@ -69,13 +67,7 @@ class CaeCodec(Codec):
         quality = opts["quality"]
         x = _pad(_to_rgb_float(np.asarray(pixels), mode))
         position = level_position(quality, net.log_gain.shape[0])
-        with torch.inference_mode():
-            gain, inv_gain = net.gains(position)
-            y = analysis_tiled(net, x, gain)
-        if opts.get("refine"):
-            from ..nn.refine import refine_latent
-
-            y = refine_latent(net, x, y, position, inv_gain, opts["refine"])
+        y = encoder_latent(net, x, position, opts.get("refine", 0))
         q = np.clip(np.round(y), -32768, 32767).astype(np.int32)  # (M, lh, lw)
         payload = _pack_latent(q, quality, freqs)
         chunks = [("LATN", payload)]
@@ -170,6 +162,21 @@ def _spans(n: int):
     for start in range(0, n, _TILE):
         end = min(start + _TILE, n)
         yield start, end, max(0, start - _MARGIN), min(n, end + _MARGIN)
+
+
+def encoder_latent(net, x: np.ndarray, position: float, refine: int = 0) -> np.ndarray:
+    """Padded (H, W, 3) image -> the float gained latent the encoder rounds: the analysis
+    network's, then `refine` steps of latent refinement (the refine= option; nn/refine.py)."""
+    import torch
+
+    with torch.inference_mode():
+        gain, inv_gain = net.gains(position)
+        y = analysis_tiled(net, x, gain)
+    if refine:
+        from ..nn.refine import refine_latent
+
+        y = refine_latent(net, x, y, position, inv_gain, refine)
+    return y
 
 
 def analysis_tiled(net, x: np.ndarray, gain) -> np.ndarray:

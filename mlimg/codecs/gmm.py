@@ -17,7 +17,7 @@ import numpy as np
 
 from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
 from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option, int_in, optional_str
-from .cae import REFINE_OPTION, STRIDE, _pad, _to_rgb_float, analysis_tiled, level_position, synthesis_tiled
+from .cae import REFINE_OPTION, STRIDE, _pad, _to_rgb_float, encoder_latent, level_position, synthesis_tiled
 from .factorized import pack_channels, read_escapes, unpack_channels
 
 HYPER_STRIDE = 4  # z is y downsampled twice by 2
@@ -62,13 +62,7 @@ class GmmCodec(Codec):
         quality = opts["quality"]
         x = _pad(_to_rgb_float(np.asarray(pixels), mode))
         position = gain_position(quality, net.log_gain.shape[0], self.version)
-        with torch.inference_mode():
-            gain, inv_gain = net.gains(position)
-            y = analysis_tiled(net, x, gain)
-        if opts.get("refine"):
-            from ..nn.refine import refine_latent
-
-            y = refine_latent(net, x, y, position, inv_gain, opts["refine"])
+        y = encoder_latent(net, x, position, opts.get("refine", 0))
         with torch.inference_mode():
             y = np.clip(np.round(y), -32768, 32767)
             z = net.h_a(torch.from_numpy(y.astype(np.float32))[None])[0].numpy()
