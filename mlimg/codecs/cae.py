@@ -33,8 +33,8 @@ def level_position(quality: int, levels: int, below: float = 0.0) -> float:
     return (quality - 1) / 99.0 * (levels - 1 + below) - below
 
 
-# Encoder only (nn/refine.py): a refined file is an ordinary file of its method.
-REFINE_OPTION = Option(0, int_in(0, 200), "an integer 0..200: latent refinement steps at encode time (0: off; "
+# Encoder only (nn/refine.py; rnn: nn/rnn_refine.py): a refined file is an ordinary file of its method.
+REFINE_OPTION = Option(0, int_in(0, 200), "an integer 0..200: refinement steps at encode time (0: off; "
                                           "more steps, slower encoding, better rate-distortion)")
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
 from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option, int_in, optional_str
+from .cae import REFINE_OPTION
 
 STRIDE = 16
 MAX_ITERATIONS = 32  # the model is trained for 16; beyond 32 nothing improves
@@ -51,6 +52,7 @@ class RnnCodec(Codec):
         "quality": Option(75, int_in(1, 100), "an integer 1..100 (higher: more iterations, more bytes)"),
         "iterations": Option(None, int_in(1, MAX_ITERATIONS, allow_none=True), f"None (from quality) or an integer 1..{MAX_ITERATIONS}"),
         "model": Option(None, optional_str, "None (the installed default) or a registered rnn model id"),
+        "refine": REFINE_OPTION,  # here: Adam steps on each iteration's bits (nn/rnn_refine.py)
     }
     bench_points = tuple({"quality": quality_for_iterations(n)} for n in (1, 2, 3, 4, 6, 8, 11, 16))
 
@@ -66,7 +68,8 @@ class RnnCodec(Codec):
         loaded = store.load(model_id, self.name)
         n_iter = opts.get("iterations") or iterations_for_quality(opts["quality"])
         pixels = np.asarray(pixels)
-        bits = encode_bits(loaded.net, _to_rgb_float(pixels, mode), n_iter)  # (T, C, lh, lw)
+        refine = opts.get("refine", 0)
+        bits = encode_bits(loaded.net, _to_rgb_float(pixels, mode), n_iter, refine=refine)  # (T, C, lh, lw)
         _, channels, lh, lw = bits.shape
         counts = ContextCounts(channels, loaded.tables.get("context_prior"))
         chunks = [("RNNH", _HEAD.pack(0, channels, lh, lw, n_iter))]
@@ -76,7 +79,7 @@ class RnnCodec(Codec):
             prev = bits[t]
         if mode == "RGBA":
             chunks.append(("ALPH", encode_alpha(pixels[:, :, 3])))
-        info = {"iterations": n_iter, "model_id": model_id}
+        info = {"iterations": n_iter, "model_id": model_id, **({"refine": refine} if refine else {})}
         return Encoded(chunks, info=info, model=(model_id, bytes.fromhex(loaded.sha256)))
 
     # ------------------------------------------------------------ decode
@@ -200,12 +203,13 @@ def _to_rgb_float(pixels: np.ndarray, mode: str) -> np.ndarray:
     return pixels[:, :, :3].astype(np.float32) / 255.0
 
 
-def encode_bits(net, x: np.ndarray, iterations: int, fast: bool = True) -> np.ndarray:
+def encode_bits(net, x: np.ndarray, iterations: int, fast: bool = True, refine: int = 0) -> np.ndarray:
     """(H, W, 3) float image in [0, 1] -> bits (iterations, C, H/16, W/16) uint8 0/1.
 
     The encoder runs the decoder beside it so each iteration sees the residual the real
     decoder will have. `fast` uses nn/rnn_inference.py where it supports the network;
-    False runs the training modules (the reference, for tests).
+    False runs the training modules (the reference, for tests). `refine` > 0: that many
+    steps of bit refinement per iteration (nn/rnn_refine.py, module path).
     """
     import torch
 
@@ -216,6 +220,10 @@ def encode_bits(net, x: np.ndarray, iterations: int, fast: bool = True) -> np.nd
     x = np.pad(x, ((0, -h % STRIDE), (0, -w % STRIDE), (0, 0)), mode="edge")
     lh, lw = x.shape[0] // STRIDE, x.shape[1] // STRIDE
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None] - 0.5
+    if refine:
+        from ..nn.rnn_refine import encode_bits_refined
+
+        return encode_bits_refined(net, xt, iterations, refine)
     recon = torch.zeros_like(xt)
     out = []
     with torch.inference_mode():

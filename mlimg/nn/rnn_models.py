@@ -180,9 +180,14 @@ class RNNCodecNet(nn.Module):
         """Bits (+-1) of iteration t -> (new reconstruction, new decoder state)."""
         gain = self.block_gain(recon, t)
         out, state = self.decoder(bits, state)
+        return self.reconstruct(out, recon, gain), state
+
+    def reconstruct(self, out, recon, gain):
+        """The new reconstruction from the decoder's output, the reconstruction so far and the
+        block gain of this iteration (None: no scaling)."""
         if self.config["reconstruction"] == "oneshot":
-            return out, state
-        return recon + (out if gain is None else out / gain), state
+            return out
+        return recon + (out if gain is None else out / gain)
 
     def encode_step(self, x, recon, state, t: int):
         """Continuous code in (-1, 1) for iteration t from the current residual."""
