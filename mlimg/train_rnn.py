@@ -49,6 +49,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lower-gains", action="store_true",
                         help="before training, lower each iteration's gain offset to log(r_0 / r_t), the "
                              "measured shrinkage of the residual (see lower_gain_offsets)")
+    parser.add_argument("--binariser", choices=("stochastic", "hard"), default="stochastic",
+                        help="training binariser: stochastic (the paper's) or hard (the inference sign, "
+                             "straight-through gradient; TRAINING.md)")
+    parser.add_argument("--loss", choices=("l1", "mse"), default="l1",
+                        help="per-iteration residual loss: l1 (the paper's) or mse (what PSNR measures)")
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     parser.add_argument("--export", metavar="RUN", default=None,
                         help="instead of training: export RUN's checkpoint to mlimg/weights and register it")
@@ -119,7 +124,7 @@ def train(args) -> int:
         say(f"initialised from {init_id} at step {meta['step']}: {command}")
         command, resumes = init_lineage(init_entry, init_id, meta["step"], command)
     train_config = {"crop": args.crop, "batch": args.batch, "lr": args.lr, "gain_lr": gain_lr,
-                    "seed": args.seed, "data": args.data}
+                    "seed": args.seed, "data": args.data, "binariser": args.binariser, "loss": args.loss}
     images = load_images(Path(args.data))
     say(f"{len(images)} training images on {device}, config {net.config}")
     if args.lower_gains:
@@ -136,7 +141,7 @@ def train(args) -> int:
             lr = args.lr * (0.5 if step > 20000 else 1.0)
             for group in opt.param_groups:
                 group["lr"] = lr * group["scale"]
-            losses = net(x, net.config["train_iterations"])
+            losses = net(x, net.config["train_iterations"], args.binariser, args.loss)
             loss = torch.stack(losses).mean()
             opt.zero_grad()
             loss.backward()
@@ -145,14 +150,14 @@ def train(args) -> int:
             step += 1
             running.append([float(v.detach()) for v in losses])
             if len(running) == 1 and step == meta["step"] + 1:  # after a resume or --init: compare with the last loss
-                say(f"step {step} loss {np.mean(running[0]):.5f} L1 it1/last {running[0][0]:.4f} {running[0][-1]:.4f} "
+                say(f"step {step} loss {np.mean(running[0]):.5f} {args.loss.upper()} it1/last {running[0][0]:.4f} {running[0][-1]:.4f} "
                     f"(first step of this process)")
             if step % 50 == 0:
                 avg = np.mean(running, axis=0)
                 shown = sorted({0, 3, 7, len(avg) - 1} & set(range(len(avg))))  # iterations 1, 4, 8 and the last
                 names = "/".join("last" if i == len(avg) - 1 else str(i + 1) for i in shown)
-                psnr = "/".join(f"{-20 * np.log10(max(avg[i], 1e-9) * 1.25):.1f}" for i in shown)  # L1 -> rough PSNR
-                say(f"step {step} loss {avg.mean():.5f} L1 it{names} {' '.join(f'{avg[i]:.4f}' for i in shown)} "
+                psnr = "/".join(f"{_rough_psnr(avg[i], args.loss):.1f}" for i in shown)
+                say(f"step {step} loss {avg.mean():.5f} {args.loss.upper()} it{names} {' '.join(f'{avg[i]:.4f}' for i in shown)} "
                     f"(~{psnr} dB) {(time.time() - t0) / 50:.2f} s/step")
                 running, t0 = [], time.time()
             if time.time() - last_ckpt > args.checkpoint_every or step == args.steps or stop.requested:
@@ -161,6 +166,14 @@ def train(args) -> int:
                 last_ckpt = time.time()
                 say(f"checkpoint at step {step}" + (" (stop requested)" if stop.requested else ""))
     return 0
+
+
+def _rough_psnr(loss: float, kind: str) -> float:
+    """PSNR in dB from a mean squared error, or roughly from a mean absolute error (L1 * 1.25
+    ~ RMS for Laplacian residuals); pixels in [-0.5, 0.5]."""
+    if kind == "mse":
+        return -10 * np.log10(max(loss, 1e-12))
+    return -20 * np.log10(max(loss, 1e-9) * 1.25)
 
 
 # ---------------------------------------------------------------- export

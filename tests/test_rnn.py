@@ -234,6 +234,31 @@ def test_network_variants_train_and_code(extra):
     assert rnn_mod.decode_image(net, bits, 2, 2).shape == (32, 32, 3)
 
 
+def test_training_binarisers_and_losses():
+    """The hard binariser feeds the decoder the inference bits (so the first iteration's
+    reconstruction is the inference one); mse is the square of the same residual."""
+    from mlimg.nn.rnn_models import RNNCodecNet, hard_binarise, straight_through_sign
+
+    torch.manual_seed(2)
+    net = RNNCodecNet(TINY)
+    x = torch.rand(2, 3, 32, 32) - 0.5
+    code = torch.tensor([-0.7, -0.0, 0.0, 0.2], requires_grad=True)
+    bits = straight_through_sign(code)
+    assert bits.tolist() == [-1.0, 1.0, 1.0, 1.0]
+    bits.sum().backward()
+    assert code.grad.tolist() == [1.0] * 4  # straight through
+    l1 = net(x, 1, "hard", "l1")[0]
+    mse = net(x, 1, "hard", "mse")[0]
+    with torch.no_grad():
+        enc, dec = net.initial_states()
+        code, _ = net.encode_step(x, torch.zeros_like(x), enc, 0)
+        recon, _ = net.decode_step(hard_binarise(code), torch.zeros_like(x), dec, 0)
+    assert float(l1.detach()) == pytest.approx(float((x - recon).abs().mean()), rel=1e-5)
+    assert float(mse.detach()) == pytest.approx(float(((x - recon) ** 2).mean()), rel=1e-5)
+    mse.backward()
+    assert net.encoder.conv.weight.grad is not None and net.encoder.conv.weight.grad.abs().sum() > 0
+
+
 def test_cli_decode_iterations(tiny_model, tmp_path):
     from mlimg import cli
 
@@ -253,8 +278,8 @@ def test_fewer_iterations_give_the_prefix_of_a_longer_file(tiny_model):
 
 
 def test_new_run_records_the_network_options(tmp_path):
-    """--output / --dec / --gain-slope shape a new run's network and are kept in its checkpoint (--gain-lr
-    in its training settings)."""
+    """--output / --dec / --gain-slope shape a new run's network and are kept in its checkpoint (--gain-lr,
+    --binariser and --loss in its training settings)."""
     import json
 
     from mlimg import train_rnn
@@ -267,13 +292,14 @@ def test_new_run_records_the_network_options(tmp_path):
     try:
         argv = ["--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1", "--batch", "1", "--crop", "32",
                 "--iterations", "2", "--output", "linear", "--dec", "16,16,16,8,8", "--gain-slope", "0.2",
-                "--gain-lr", "0.01"]
+                "--gain-lr", "0.01", "--binariser", "hard", "--loss", "mse"]
         assert train_rnn.main(argv) == 0
     finally:
         torch.set_num_threads(threads)
     meta = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
     config = meta["config"]
     assert meta["train_config"]["gain_lr"] == 0.01 and meta["train_config"]["lr"] == 5e-4
+    assert meta["train_config"]["binariser"] == "hard" and meta["train_config"]["loss"] == "mse"
     # Adam's first step moves each parameter by its learning rate: offset[1] (the only one the
     # two iterations use) by 0.01, not 5e-4.
     from safetensors.torch import load_file

@@ -200,16 +200,20 @@ class RNNCodecNet(nn.Module):
     def initial_states(self):
         return [None] * 3, [None] * 4
 
-    def forward(self, x, iterations: int):
-        """Training pass: x (N,3,H,W) in [-0.5, 0.5] -> list of per-iteration L1 residual losses."""
+    def forward(self, x, iterations: int, binariser: str = "stochastic", loss: str = "l1"):
+        """Training pass: x (N,3,H,W) in [-0.5, 0.5] -> list of per-iteration residual losses.
+
+        binariser: "stochastic" (the paper's) or "hard" (the inference sign, straight-through);
+        loss: "l1" (the paper's) or "mse"."""
+        binarise = {"stochastic": stochastic_binarise, "hard": straight_through_sign}[binariser]
         enc_state, dec_state = self.initial_states()
         recon = torch.zeros_like(x)
         losses = []
         for t in range(iterations):
             code, enc_state = self.encode_step(x, recon, enc_state, t)
-            bits = stochastic_binarise(code)
-            recon, dec_state = self.decode_step(bits, recon, dec_state, t)
-            losses.append((x - recon).abs().mean())
+            recon, dec_state = self.decode_step(binarise(code), recon, dec_state, t)
+            err = x - recon
+            losses.append(err.abs().mean() if loss == "l1" else (err * err).mean())
         return losses
 
 
@@ -217,6 +221,11 @@ def stochastic_binarise(code):
     """Training binariser: +1 with probability (1+code)/2, straight-through gradient."""
     noise = torch.where(torch.rand_like(code) < (1 + code) / 2, 1.0, -1.0)
     return code + (noise - code).detach()
+
+
+def straight_through_sign(code):
+    """The inference binariser in training: sign, with the gradient of the identity."""
+    return code + (hard_binarise(code) - code).detach()
 
 
 def hard_binarise(code):
