@@ -23,9 +23,9 @@ STRIDE = 16
 TILE = 24  # latent positions per tile side (384 pixels)
 MARGIN = 2
 # Adam on the logits: steps of about 1 flip the least decided bits first. On four 256 px Kodak
-# crops, 10 steps (PSNR after iterations 1 / 4 / 16, shipped weights of 2026-11-26): none
+# crops, 10 steps (PSNR after iterations 1 / 4 / 16, the 14626-step weights): none
 # 20.06/23.97/25.88 dB; lr 0.03 20.95/24.23/25.97; 0.1 21.45/24.34/26.08; 0.3 21.72/24.54/26.24;
-# 1.0 21.66/24.49/26.34; 3.0 20.06/24.14/26.33 (runs/exp, TRAINING.md "rnn").
+# 1.0 21.66/24.49/26.34; 3.0 20.06/24.14/26.33 (TRAINING.md "rnn"; tools/rnn_refine_sweep.py).
 LEARNING_RATE = 1.0
 
 
