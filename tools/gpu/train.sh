@@ -5,6 +5,8 @@
 # then tools/gpu/import_runs.py FILES_AT --export. Each trainer stops on SIGTERM with a checkpoint.
 G=${G:-.gpu}; S=${S:-100}   # S: percent of the time budget (local dry runs use less)
 GAN=${GAN:-1}   # GAN=0: no new gan this lease, gmm trains the whole time (the shipped gan keeps its own gmm copy)
+CAE=${CAE:-1}   # CAE=0: leave cae out (its curve has flattened), the others get its share of the GPU
+RNN_ARGS=${RNN_ARGS:---crop 32 --batch 128}   # plus e.g. --binariser hard --loss mse to continue such a run
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $G/whl/*.whl; export PYTHONPATH=/tmp/site:$PWD
 mkdir -p $G/logs; L=$G/logs
@@ -19,8 +21,9 @@ GMM_S=$(t 290); [ "$GAN" = 0 ] && GMM_S=$(t 500)
   [ "$GAN" = 0 ] && exit 0
   timeout -s TERM $left python3 -m mlimg train gan --base $G/runs/gmm --data $D --kodak $K --out $G/runs/gan --crop 256 --batch 8 --checkpoint-every 60 > $L/gan.out 2>&1
   echo "gan exit $?" >> $L/gan.out ) & P1=$!
-( timeout -s TERM $(t 500) python3 -m mlimg train cae --data $D --kodak $K --out $G/runs/cae --crop 256 --batch 16 --lr 3e-4 --eval-every 1000 --checkpoint-every 60 > $L/cae.out 2>&1; echo "cae exit $?" >> $L/cae.out ) & P2=$!
-( timeout -s TERM $(t 500) python3 -m mlimg.train_rnn --data $D --out $G/runs/rnn --batch 128 --checkpoint-every 60 > $L/rnn.out 2>&1; echo "rnn exit $?" >> $L/rnn.out ) & P3=$!
+[ "$CAE" = 1 ] && ( timeout -s TERM $(t 500) python3 -m mlimg train cae --data $D --kodak $K --out $G/runs/cae --crop 256 --batch 16 --lr 3e-4 --eval-every 1000 --checkpoint-every 60 > $L/cae.out 2>&1; echo "cae exit $?" >> $L/cae.out ) & P2=$!
+[ "$CAE" = 1 ] || P2=
+( timeout -s TERM $(t 500) python3 -m mlimg.train_rnn --data $D --out $G/runs/rnn $RNN_ARGS --checkpoint-every 60 > $L/rnn.out 2>&1; echo "rnn exit $?" >> $L/rnn.out ) & P3=$!
 ( while sleep $(t 120); do python3 tools/gpu/collect.py $G $OUT > $L/collect.out 2>&1; done ) &
 CP=$!
 wait $P1 $P2 $P3
