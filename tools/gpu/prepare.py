@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared/data/bsds500"))
     p.add_argument("--kodak", default=str(ROOT.parent / "shared/data/kodak"))
     p.add_argument("--runs", default=str(ROOT / "runs"), help="run folders to continue (gmm, cae, rnn)")
+    p.add_argument("--methods", default="gmm,cae,rnn", help="runs to pack (leave one out with its train.sh switch, e.g. CAE=0)")
     p.add_argument("--untrack", action="store_true", help="keep mlimg/weights/*.safetensors from travelling")
     p.add_argument("--restore", action="store_true", help="undo --untrack")
     a = p.parse_args(argv)
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
                     "--python-version", "3.12", "--implementation", "cp",
                     *[x for plat in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
                       for x in ("--platform", plat)], "-d", str(DEST / "whl"), *WHEELS], check=True)
-    for method in ("gmm", "cae", "rnn"):
+    for method in a.methods.split(","):
         run = Path(a.runs) / method
         if (run / "checkpoint.json").exists():
             slim_checkpoint(run, DEST / "runs" / method)
