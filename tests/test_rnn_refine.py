@@ -70,6 +70,21 @@ def test_refinement_lowers_the_error_of_the_first_iteration_and_of_the_last(monk
     assert all(p.requires_grad for p in net.parameters())  # the shared model is left as found
 
 
+def test_refined_bits_that_end_worse_give_way_to_the_encoders_own(monkeypatch):
+    """Greedy refinement can leave the last iteration worse: then the plain bits are written."""
+    from mlimg.codecs.rnn import encode_bits
+    from mlimg.nn import rnn_refine
+    from mlimg.nn.rnn_models import RNNCodecNet
+
+    torch.manual_seed(5)
+    net = RNNCodecNet(TINY).eval()
+    x = smooth_image(40, 56).astype(np.float32) / 255.0
+    plain = encode_bits(net, x, 3)
+    inverted = 1 - plain  # every bit flipped: far from the image
+    monkeypatch.setattr(rnn_refine, "encode_bits_refined", lambda *args, **kw: inverted)
+    assert np.array_equal(encode_bits(net, x, 3, refine=5), plain)
+
+
 @pytest.mark.parametrize("mode,shape", [("RGB", (40, 56, 3)), ("L", (17, 33)), ("RGBA", (20, 24, 4))])
 def test_refined_files_are_ordinary_repeatable_rnn_files(tiny_model, mode, shape):  # noqa: F811
     img = smooth_image(*shape[:2])

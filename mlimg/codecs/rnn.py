@@ -101,7 +101,7 @@ class RnnCodec(Codec):
             payloads = payloads[:iterations]
         bits = _decode_bits(payloads, (channels, lh, lw), loaded.tables.get("context_prior"))
         rgb = decode_image(loaded.net, bits, lh, lw)[: header.height, : header.width]
-        out = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+        out = _pixels(rgb).astype(np.uint8)
         if header.mode == "L":
             return np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
         if header.mode == "RGBA":
@@ -209,7 +209,9 @@ def encode_bits(net, x: np.ndarray, iterations: int, fast: bool = True, refine: 
     The encoder runs the decoder beside it so each iteration sees the residual the real
     decoder will have. `fast` uses nn/rnn_inference.py where it supports the network;
     False runs the training modules (the reference, for tests). `refine` > 0: that many
-    steps of bit refinement per iteration (nn/rnn_refine.py, module path).
+    steps of bit refinement per iteration (nn/rnn_refine.py, module path), kept only if the
+    last iteration decodes closer to the image than the encoder's own bits do: refinement is
+    greedy, and better early iterations can leave later ones worse off.
     """
     import torch
 
@@ -223,7 +225,11 @@ def encode_bits(net, x: np.ndarray, iterations: int, fast: bool = True, refine: 
     if refine:
         from ..nn.rnn_refine import encode_bits_refined
 
-        return encode_bits_refined(net, xt, iterations, refine)
+        refined = encode_bits_refined(net, xt, iterations, refine)
+        plain = encode_bits(net, x, iterations, fast)
+        target = _pixels(x[:h, :w])
+        errors = [float(np.sum((_pixels(decode_image(net, b, lh, lw, fast)[:h, :w]) - target) ** 2)) for b in (refined, plain)]
+        return refined if errors[0] < errors[1] else plain
     recon = torch.zeros_like(xt)
     out = []
     with torch.inference_mode():
@@ -243,6 +249,11 @@ def encode_bits(net, x: np.ndarray, iterations: int, fast: bool = True, refine: 
             recon, dec_state = net.decode_step(b, recon, dec_state, t)
             out.append((b[0] > 0).numpy().astype(np.uint8))
     return np.stack(out)
+
+
+def _pixels(rgb: np.ndarray) -> np.ndarray:
+    """8-bit values, as the decoder writes them (float64 for squared errors)."""
+    return np.clip(np.round(rgb * 255.0), 0, 255)
 
 
 def decode_image(net, bits: np.ndarray, lh: int, lw: int, fast: bool = True) -> np.ndarray:

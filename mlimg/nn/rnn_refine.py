@@ -26,6 +26,8 @@ MARGIN = 2
 # crops, 10 steps (PSNR after iterations 1 / 4 / 16, the 14626-step weights): none
 # 20.06/23.97/25.88 dB; lr 0.03 20.95/24.23/25.97; 0.1 21.45/24.34/26.08; 0.3 21.72/24.54/26.24;
 # 1.0 21.66/24.49/26.34; 3.0 20.06/24.14/26.33 (TRAINING.md "rnn"; tools/rnn_refine_sweep.py).
+# With the 26148-step weights: none 21.57/25.50/28.98; 1.0 21.57/25.61/28.80; 0.3 21.78/25.43/28.71:
+# the greedy search now costs the last iterations, hence codecs/rnn.py's final comparison.
 LEARNING_RATE = 1.0
 
 
