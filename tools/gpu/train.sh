@@ -6,6 +6,7 @@
 G=${G:-.gpu}; S=${S:-100}   # S: percent of the time budget (local dry runs use less)
 GAN=${GAN:-1}   # GAN=0: no new gan this lease, gmm trains the whole time (the shipped gan keeps its own gmm copy)
 CAE=${CAE:-1}   # CAE=0: leave cae out (its curve has flattened), the others get its share of the GPU
+GMM_ARGS=${GMM_ARGS:---crop 256 --batch 16 --lr 3e-4}   # e.g. --lr 1e-4 once the curve flattens
 RNN_ARGS=${RNN_ARGS:---crop 32 --batch 128}   # plus e.g. --binariser hard --loss mse to continue such a run
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $G/whl/*.whl; export PYTHONPATH=/tmp/site:$PWD
@@ -15,7 +16,7 @@ nvidia-smi -L; python3 -c "import torch, mlimg; print('torch', torch.__version__
 D=$G/bsds500; K=$G/kodak; T0=$(date +%s)
 t() { echo $(( $1 * S / 100 )); }
 GMM_S=$(t 290); [ "$GAN" = 0 ] && GMM_S=$(t 500)
-( timeout -s TERM $GMM_S python3 -m mlimg train gmm --data $D --kodak $K --out $G/runs/gmm --crop 256 --batch 16 --lr 3e-4 --eval-every 1000 --checkpoint-every 60 > $L/gmm.out 2>&1
+( timeout -s TERM $GMM_S python3 -m mlimg train gmm --data $D --kodak $K --out $G/runs/gmm $GMM_ARGS --eval-every 1000 --checkpoint-every 60 > $L/gmm.out 2>&1
   echo "gmm exit $?" >> $L/gmm.out
   left=$(( $(t 500) - ($(date +%s) - T0) ))
   [ "$GAN" = 0 ] && exit 0
