@@ -64,7 +64,7 @@ def iter_boundaries(data: bytes) -> list[int]:
 def test_round_trip_through_pillow(tiny_model, mode, shape):
     rng = np.random.default_rng(1)
     array = rng.integers(0, 256, shape, dtype=np.uint8)
-    data = save(array, quality=30)
+    data = save(array, quality=30, adaptive=False)
     with Image.open(io.BytesIO(data)) as im:
         assert im.format == "MLIMG" and im.mode == mode and im.size == (shape[1], shape[0])
         assert im.info["model_id"] == MODEL_ID
@@ -87,7 +87,7 @@ def test_one_iter_chunk_per_iteration_and_rate_grows(tiny_model):
     img = smooth_image(32, 48)
     sizes = []
     for quality in (1, 40, 100):
-        data = save(img, quality=quality)
+        data = save(img, quality=quality, adaptive=False)
         types = [c.type for c in container.parse(data).chunks]
         n = rnn_mod.iterations_for_quality(quality)
         assert types.count("ITER") == n and types.index("RNNH") < types.index("ITER")
@@ -145,7 +145,7 @@ def _codec_chunks(data: bytes):
     parsed = container.parse(data)
     h = parsed.header
     return Header(h.width, h.height, h.mode, h.method, h.method_version), [
-        (c.type, c.data) for c in parsed.chunks if c.type in ("RNNH", "ITER", "ALPH")], container.parse_model_payload(parsed.find("MODL").data)
+        (c.type, c.data) for c in parsed.chunks if c.type in ("RNNH", "RNNM", "ITER", "ALPH")], container.parse_model_payload(parsed.find("MODL").data)
 
 
 @pytest.mark.parametrize("damage,message", [
@@ -159,6 +159,7 @@ def _codec_chunks(data: bytes):
 ])
 def test_corrupt_payloads_raise_codec_errors(tiny_model, damage, message):
     header, chunks, model = _codec_chunks(save(smooth_image(16, 16), iterations=3))
+    assert [kind for kind, _ in chunks] == ["RNNH", "ITER", "ITER", "ITER"]  # iterations=n: no map
     with pytest.raises(CodecError, match=message):
         codecs.get("rnn").decode(header, damage(chunks), model=model)
 

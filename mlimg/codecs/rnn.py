@@ -3,9 +3,12 @@ with Recurrent Neural Networks"), one chunk per iteration.
 
 Each iteration codes the residual left by the previous ones: recurrent encoder -> binariser
 (32 bits per 16x16 block = 1/8 bpp before entropy coding) -> recurrent decoder, whose output is
-added to the reconstruction. `quality` chooses the number of iterations. The bits of iteration
-t are range-coded with an adaptive context model (nn/binary_context.py) in their own `ITER`
-chunk, so every prefix of the file that ends at an ITER chunk is a valid, coarser image:
+added to the reconstruction. Method version 2 gives each 16x16 block its own number of
+iterations, chosen by rate-distortion from `quality` (rnn_adaptive.py; map in the `RNNM`
+chunk); `iterations=n`, `adaptive=False` and version 1 files use the same count everywhere.
+The bits of iteration t are range-coded with an adaptive context model (nn/binary_context.py)
+in their own `ITER` chunk, so every prefix of the file that ends at an ITER chunk is a valid,
+coarser image:
 a truncated file decodes with ImageFile.LOAD_TRUNCATED_IMAGES, and the decode option
 `iterations=n` decodes only the first n for a fast preview (Pillow's draft() uses it: half
 the iterations, shrunk by 2/4/8). The networks run through nn/rnn_inference.py (fast,
@@ -19,12 +22,13 @@ import struct
 import numpy as np
 
 from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
-from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option, int_in, optional_str
+from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option, boolean, int_in, optional_str
 from .cae import REFINE_OPTION
+from .rnn_adaptive import choose_counts, decode_counts, encode_counts, slope_for_quality
 
 STRIDE = 16
 MAX_ITERATIONS = 32  # the model is trained for 16; beyond 32 nothing improves
-QUALITY_ITERATIONS = 16  # iterations at quality 100
+QUALITY_ITERATIONS = 16  # iterations at quality 100; also the most an adaptive block gets
 _HEAD = struct.Struct(">BBHHB")  # version 0, bits per position, latent h, latent w, iterations
 
 
@@ -40,21 +44,25 @@ def quality_for_iterations(n: int) -> int:
 
 class RnnCodec(Codec):
     name = "rnn"
-    version = 1
+    version = 2  # 2: per-block iteration counts (RNNM chunk); 1: the same count everywhere
     modes = ("L", "RGB", "RGBA")  # RGBA: colour through the network, alpha lossless in ALPH
     needs_model = True
     chunk_specs = (
         ChunkSpec("RNNH", "u8 version 0, u8 bits per latent position, u16 latent h, u16 latent w, u8 iterations"),
+        ChunkSpec("RNNM", "method version 2, optional: u8 map coding 0, range-coded iteration count per block (u32 LE words)"),
         ChunkSpec("ITER", "u8 iteration index, range-coded bits of that iteration (u32 LE words)"),
         ALPHA_CHUNK,
     )
     options = {
         "quality": Option(75, int_in(1, 100), "an integer 1..100 (higher: more iterations, more bytes)"),
-        "iterations": Option(None, int_in(1, MAX_ITERATIONS, allow_none=True), f"None (from quality) or an integer 1..{MAX_ITERATIONS}"),
+        "iterations": Option(None, int_in(1, MAX_ITERATIONS, allow_none=True),
+                             f"None (from quality) or an integer 1..{MAX_ITERATIONS}: that many in every block"),
+        "adaptive": Option(True, boolean, "True (each block's iteration count from quality, by rate-distortion) "
+                           "or False (quality picks one count for all blocks)"),
         "model": Option(None, optional_str, "None (the installed default) or a registered rnn model id"),
         "refine": REFINE_OPTION,  # here: Adam steps on each iteration's bits (nn/rnn_refine.py)
     }
-    bench_points = tuple({"quality": quality_for_iterations(n)} for n in (1, 2, 3, 4, 6, 8, 11, 16))
+    bench_points = tuple({"quality": q} for q in (1, 12, 24, 36, 48, 60, 72, 86))
 
     # ------------------------------------------------------------ encode
 
@@ -66,20 +74,37 @@ class RnnCodec(Codec):
         if model_id is None:
             raise ValueError("no rnn weights are installed; pass model=<id> of a registered model")
         loaded = store.load(model_id, self.name)
-        n_iter = opts.get("iterations") or iterations_for_quality(opts["quality"])
         pixels = np.asarray(pixels)
         refine = opts.get("refine", 0)
-        bits = encode_bits(loaded.net, _to_rgb_float(pixels, mode), n_iter, refine=refine)  # (T, C, lh, lw)
+        adaptive = opts.get("adaptive", True) and opts.get("iterations") is None and self.version >= 2
+        if adaptive and refine:
+            raise ValueError(f"refine={refine} searches the same iteration count in every block: "
+                             "valid is refine=0 (the default), or refine with adaptive=False or iterations=n")
+        x = _to_rgb_float(pixels, mode)
+        block_counts = None
+        if adaptive:
+            block_counts = allocate_iterations(loaded.net, x, slope_for_quality(opts["quality"]), QUALITY_ITERATIONS)
+            n_iter = int(block_counts.max())
+            if (block_counts == n_iter).all():
+                block_counts = None  # the same everywhere: no map needed
+        else:
+            n_iter = opts.get("iterations") or iterations_for_quality(opts["quality"])
+        bits = encode_bits(loaded.net, x, n_iter, refine=refine, counts=block_counts)  # (T, C, lh, lw)
         _, channels, lh, lw = bits.shape
         counts = ContextCounts(channels, loaded.tables.get("context_prior"))
         chunks = [("RNNH", _HEAD.pack(0, channels, lh, lw, n_iter))]
+        if block_counts is not None:
+            chunks.append(("RNNM", bytes([0]) + encode_counts(block_counts, n_iter)))
         prev = None
         for t in range(n_iter):
-            chunks.append(("ITER", bytes([t]) + encode_iteration(t, bits[t], prev, counts)))
+            active = None if block_counts is None else block_counts > t
+            chunks.append(("ITER", bytes([t]) + encode_iteration(t, bits[t], prev, counts, active)))
             prev = bits[t]
         if mode == "RGBA":
             chunks.append(("ALPH", encode_alpha(pixels[:, :, 3])))
         info = {"iterations": n_iter, "model_id": model_id, **({"refine": refine} if refine else {})}
+        if block_counts is not None:
+            info["mean_iterations"] = round(float(block_counts.mean()), 2)
         return Encoded(chunks, info=info, model=(model_id, bytes.fromhex(loaded.sha256)))
 
     # ------------------------------------------------------------ decode
@@ -96,11 +121,12 @@ class RnnCodec(Codec):
                 raise ValueError(f"decode option iterations={iterations!r}: valid is an integer 1..{MAX_ITERATIONS}") from None
         loaded = store.load(model[0], self.name, model[1])
         channels, lh, lw, n_iter = _parse_head(chunks, header, loaded.net.bits)
+        block_counts = _parse_map(chunks, header, (lh, lw), n_iter)
         payloads = _iteration_payloads(chunks, n_iter, truncated)
         if iterations is not None:
             payloads = payloads[:iterations]
-        bits = _decode_bits(payloads, (channels, lh, lw), loaded.tables.get("context_prior"))
-        rgb = decode_image(loaded.net, bits, lh, lw)[: header.height, : header.width]
+        bits = _decode_bits(payloads, (channels, lh, lw), loaded.tables.get("context_prior"), block_counts)
+        rgb = decode_image(loaded.net, bits, lh, lw, counts=block_counts)[: header.height, : header.width]
         out = _pixels(rgb).astype(np.uint8)
         if header.mode == "L":
             return np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
@@ -133,7 +159,8 @@ class RnnCodec(Codec):
     def describe(self, header: Header, chunks):
         for kind, data in chunks:
             if kind == "RNNH" and len(data) == _HEAD.size:
-                return {"iterations": data[-1], "iterations_present": sum(k == "ITER" for k, _ in chunks)}
+                return {"iterations": data[-1], "iterations_present": sum(k == "ITER" for k, _ in chunks),
+                        "adaptive": any(k == "RNNM" for k, _ in chunks)}
         return {}
 
 
@@ -161,6 +188,25 @@ def _parse_head(chunks, header: Header, model_bits: int) -> tuple[int, int, int,
     return channels, lh, lw, n_iter
 
 
+def _parse_map(chunks, header: Header, shape: tuple[int, int], n_iter: int) -> np.ndarray | None:
+    """The per-block iteration counts of an RNNM chunk, or None (every block: n_iter)."""
+    maps = [i for i, (kind, _) in enumerate(chunks) if kind == "RNNM"]
+    if not maps:
+        return None
+    if header.method_version < 2:
+        raise CodecError(f"chunk 'RNNM': not part of rnn method version {header.method_version} (version 2 added it)")
+    if len(maps) != 1 or maps[0] != 1:
+        raise CodecError("chunk 'RNNM': at most one, right after RNNH and before the ITER chunks")
+    data = chunks[maps[0]][1]
+    if len(data) < 1 or data[0] != 0:
+        raise CodecError(f"chunk 'RNNM': map coding {data[0] if data else 'missing'} is not supported (0 is)")
+    try:
+        counts = decode_counts(data[1:], shape, n_iter)
+    except Exception as exc:  # constriction reports corrupt streams in several ways
+        raise CodecError(f"chunk 'RNNM': corrupt range-coded data ({exc})") from None
+    return counts
+
+
 def _iteration_payloads(chunks, n_iter: int, truncated: bool) -> list[bytes]:
     """ITER payloads (index byte stripped) in order; CodecError on gaps, extras or missing ones."""
     iters = [data for kind, data in chunks if kind == "ITER"]
@@ -179,15 +225,16 @@ def _iteration_payloads(chunks, n_iter: int, truncated: bool) -> list[bytes]:
     return out
 
 
-def _decode_bits(payloads: list[bytes], shape, prior) -> np.ndarray:
+def _decode_bits(payloads: list[bytes], shape, prior, block_counts=None) -> np.ndarray:
     from ..nn.binary_context import ContextCounts, decode_iteration
 
     counts = ContextCounts(shape[0], prior)
     bits = np.zeros((len(payloads),) + tuple(shape), np.uint8)
     prev = None
     for t, data in enumerate(payloads):
+        active = None if block_counts is None else block_counts > t
         try:
-            bits[t] = decode_iteration(t, data, shape, prev, counts)
+            bits[t] = decode_iteration(t, data, shape, prev, counts, active)
         except Exception as exc:  # constriction reports corrupt streams in several ways
             raise CodecError(f"chunk 'ITER' {t}: corrupt range-coded data ({exc})") from None
         prev = bits[t]
@@ -203,25 +250,21 @@ def _to_rgb_float(pixels: np.ndarray, mode: str) -> np.ndarray:
     return pixels[:, :, :3].astype(np.float32) / 255.0
 
 
-def encode_bits(net, x: np.ndarray, iterations: int, fast: bool = True, refine: int = 0) -> np.ndarray:
+def encode_bits(net, x: np.ndarray, iterations: int, fast: bool = True, refine: int = 0,
+                counts: np.ndarray | None = None) -> np.ndarray:
     """(H, W, 3) float image in [0, 1] -> bits (iterations, C, H/16, W/16) uint8 0/1.
 
     The encoder runs the decoder beside it so each iteration sees the residual the real
     decoder will have. `fast` uses nn/rnn_inference.py where it supports the network;
-    False runs the training modules (the reference, for tests). `refine` > 0: that many
+    False runs the training modules (the reference, for tests). `counts` (H/16, W/16):
+    per-block iteration counts (None: `iterations` everywhere); a block past its count gets
+    bits 0 and keeps its reconstruction. `refine` > 0 (uniform counts only): that many
     steps of bit refinement per iteration (nn/rnn_refine.py, module path), kept only if the
     last iteration decodes closer to the image than the encoder's own bits do: refinement is
     greedy, and better early iterations can leave later ones worse off.
     """
-    import torch
-
-    from ..nn import rnn_inference
-    from ..nn.rnn_models import hard_binarise
-
     h, w = x.shape[:2]
-    x = np.pad(x, ((0, -h % STRIDE), (0, -w % STRIDE), (0, 0)), mode="edge")
-    lh, lw = x.shape[0] // STRIDE, x.shape[1] // STRIDE
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None] - 0.5
+    xt, lh, lw = _padded_tensor(x)
     if refine:
         from ..nn.rnn_refine import encode_bits_refined
 
@@ -230,8 +273,53 @@ def encode_bits(net, x: np.ndarray, iterations: int, fast: bool = True, refine: 
         target = _pixels(x[:h, :w])
         errors = [float(np.sum((_pixels(decode_image(net, b, lh, lw, fast)[:h, :w]) - target) ** 2)) for b in (refined, plain)]
         return refined if errors[0] < errors[1] else plain
+    return _encoder_pass(net, xt, iterations, fast, counts)[0]
+
+
+def allocate_iterations(net, x: np.ndarray, slope: float, iterations: int, fast: bool = True) -> np.ndarray:
+    """Per-block iteration counts (H/16, W/16) in 1..iterations for the rate-distortion
+    slope: one uniform pass records every block's squared error after each iteration
+    (pixels inside the image only, as the decoder rounds them), then rnn_adaptive picks."""
+    h, w = x.shape[:2]
+    xt, lh, lw = _padded_tensor(x)
+    target = np.zeros((lh * STRIDE, lw * STRIDE, 3))
+    target[:h, :w] = _pixels(x)
+    inside = np.zeros((lh * STRIDE, lw * STRIDE, 1))
+    inside[:h, :w] = 1.0
+    _, errors = _encoder_pass(net, xt, iterations, fast, None, target, inside)
+    return choose_counts(errors, slope, net.bits)
+
+
+def _padded_tensor(x: np.ndarray):
+    """(H, W, 3) floats in [0, 1] -> ((1, 3, 16 lh, 16 lw) tensor in [-0.5, 0.5] with edges
+    replicated, lh, lw)."""
+    import torch
+
+    h, w = x.shape[:2]
+    x = np.pad(x, ((0, -h % STRIDE), (0, -w % STRIDE), (0, 0)), mode="edge")
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None] - 0.5
+    return xt, x.shape[0] // STRIDE, x.shape[1] // STRIDE
+
+
+def _encoder_pass(net, xt, iterations: int, fast: bool, counts, target=None, inside=None):
+    """Run encoder and decoder: bits (T, C, lh, lw), and with `target` (8-bit values of the
+    padded image) also each block's squared error after 0..T iterations (T+1, lh, lw),
+    counting only pixels where `inside` is 1."""
+    import torch
+
+    from ..nn import rnn_inference
+    from ..nn.rnn_models import hard_binarise
+
+    lh, lw = xt.shape[2] // STRIDE, xt.shape[3] // STRIDE
     recon = torch.zeros_like(xt)
-    out = []
+    out, errors = [], []
+
+    def measure(r):
+        if target is not None:
+            err = (_pixels(r[0].numpy().transpose(1, 2, 0) + 0.5) - target) ** 2 * inside
+            errors.append(err.reshape(lh, STRIDE, lw, STRIDE, 3).sum(axis=(1, 3, 4)))
+
+    measure(recon)
     with torch.inference_mode():
         if fast and rnn_inference.supports(net):
             runner = rnn_inference.FastRnn(net, lh, lw)
@@ -239,16 +327,32 @@ def encode_bits(net, x: np.ndarray, iterations: int, fast: bool = True, refine: 
             for t in range(iterations):
                 code, enc_state = runner.encode_step(xt, recon, enc_state, t)
                 b = hard_binarise(code)  # (lh*lw, C) rows of +-1
-                recon, dec_state = runner.decode_step(b, recon, dec_state, t)
+                recon, dec_state = runner.decode_step(b, recon, dec_state, t, _active(counts, t))
                 out.append((b > 0).numpy().T.reshape(-1, lh, lw).astype(np.uint8))
-            return np.stack(out)
-        enc_state, dec_state = net.initial_states()
-        for t in range(iterations):
-            code, enc_state = net.encode_step(xt, recon, enc_state, t)
-            b = hard_binarise(code)
-            recon, dec_state = net.decode_step(b, recon, dec_state, t)
-            out.append((b[0] > 0).numpy().astype(np.uint8))
-    return np.stack(out)
+                measure(recon)
+        else:
+            enc_state, dec_state = net.initial_states()
+            for t in range(iterations):
+                code, enc_state = net.encode_step(xt, recon, enc_state, t)
+                b = hard_binarise(code)
+                recon, dec_state = net.decode_step(b, recon, dec_state, t, _active(counts, t, nchw=True))
+                out.append((b[0] > 0).numpy().astype(np.uint8))
+                measure(recon)
+    bits = np.stack(out)
+    if counts is not None:  # blocks past their count send nothing: 0 by convention
+        bits *= (counts[None, None] > np.arange(iterations)[:, None, None, None])
+    return bits, (np.stack(errors) if target is not None else None)
+
+
+def _active(counts, t: int, nchw: bool = False):
+    """The blocks that code iteration t as 0/1 floats, (lh, lw) or with `nchw` (1, 1, lh, lw)
+    for the module path; None when every block does (no count map)."""
+    import torch
+
+    if counts is None:
+        return None
+    active = torch.from_numpy((counts > t).astype(np.float32))
+    return active[None, None] if nchw else active
 
 
 def _pixels(rgb: np.ndarray) -> np.ndarray:
@@ -256,26 +360,27 @@ def _pixels(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.round(rgb * 255.0), 0, 255)
 
 
-def decode_image(net, bits: np.ndarray, lh: int, lw: int, fast: bool = True) -> np.ndarray:
+def decode_image(net, bits: np.ndarray, lh: int, lw: int, fast: bool = True, counts=None) -> np.ndarray:
     """Bits (T, C, lh, lw) -> (16 lh, 16 lw, 3) float image in [0, 1]; T = 0 gives mid-grey.
 
-    `fast` as in encode_bits.
+    `fast` and `counts` as in encode_bits.
     """
     import torch
 
     from ..nn import rnn_inference
 
     recon = torch.zeros(1, 3, lh * STRIDE, lw * STRIDE)
+
     with torch.inference_mode():
         if fast and rnn_inference.supports(net):
             runner = rnn_inference.FastRnn(net, lh, lw)
             _, dec_state = runner.initial_states()
             for t in range(bits.shape[0]):
                 b = rnn_inference.bits_to_rows(bits[t])
-                recon, dec_state = runner.decode_step(b, recon, dec_state, t)
+                recon, dec_state = runner.decode_step(b, recon, dec_state, t, _active(counts, t))
         else:
             _, dec_state = net.initial_states()
             for t in range(bits.shape[0]):
                 b = torch.from_numpy(bits[t].astype(np.float32) * 2 - 1)[None]
-                recon, dec_state = net.decode_step(b, recon, dec_state, t)
+                recon, dec_state = net.decode_step(b, recon, dec_state, t, _active(counts, t, nchw=True))
     return recon[0].numpy().transpose(1, 2, 0) + 0.5

@@ -122,22 +122,31 @@ def _coder():
     return constriction
 
 
-def encode_iteration(t: int, bits: np.ndarray, prev: np.ndarray | None, counts: ContextCounts) -> bytes:
-    """Range-code iteration t's bits (C, h, w) of 0/1; updates counts. One stream per iteration."""
+def encode_iteration(t: int, bits: np.ndarray, prev: np.ndarray | None, counts: ContextCounts,
+                     active: np.ndarray | None = None) -> bytes:
+    """Range-code iteration t's bits (C, h, w) of 0/1; updates counts. One stream per iteration.
+
+    active: None (all positions) or an (h, w) bool map of the positions that code this
+    iteration; the others are not coded, and read as 0 wherever a context looks at them."""
     cs = _coder()
     enc = cs.stream.queue.RangeEncoder()
     model = cs.stream.model.Categorical(perfect=False)
+    keep = None if active is None else np.asarray(active, bool).ravel()
     for c in range(bits.shape[0]):
         ctx = plane_contexts(t, c, prev, bits)
         symbols = np.ascontiguousarray(bits[c].ravel(), dtype=np.int32)
-        enc.encode(symbols, model, np.ascontiguousarray(counts.probs(ctx)))
-        counts.update(ctx, symbols)
+        if keep is not None:
+            ctx, symbols = ctx[keep], symbols[keep]
+        if ctx.size:
+            enc.encode(symbols, model, np.ascontiguousarray(counts.probs(ctx)))
+            counts.update(ctx, symbols)
     return enc.get_compressed().tobytes()
 
 
 def decode_iteration(t: int, data: bytes, shape: tuple[int, int, int], prev: np.ndarray | None,
-                     counts: ContextCounts) -> np.ndarray:
-    """Inverse of encode_iteration: (C, h, w) uint8 bits. ValueError on a malformed stream."""
+                     counts: ContextCounts, active: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of encode_iteration: (C, h, w) uint8 bits, 0 where not active. ValueError on a
+    malformed stream."""
     if len(data) % 4:
         raise ValueError("range-coded data length is not a multiple of 4")
     cs = _coder()
@@ -145,12 +154,20 @@ def decode_iteration(t: int, data: bytes, shape: tuple[int, int, int], prev: np.
     dec = cs.stream.queue.RangeDecoder(words)
     model = cs.stream.model.Categorical(perfect=False)
     bits = np.zeros(shape, np.uint8)
+    keep = None if active is None else np.asarray(active, bool).ravel()
     for c in range(shape[0]):
         ctx = plane_contexts(t, c, prev, bits)
+        if keep is not None:
+            ctx = ctx[keep]
+        if not ctx.size:
+            continue
         symbols = np.asarray(dec.decode(model, np.ascontiguousarray(counts.probs(ctx))), dtype=np.int32)
         if symbols.size != ctx.size or symbols.min(initial=0) < 0 or symbols.max(initial=0) > 1:
             raise ValueError("range decoder returned malformed symbols")
-        bits[c] = symbols.reshape(shape[1:])
+        if keep is None:
+            bits[c] = symbols.reshape(shape[1:])
+        else:
+            bits[c].reshape(-1)[keep] = symbols
         counts.update(ctx, symbols)
     return bits
 

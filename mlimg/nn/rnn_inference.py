@@ -152,12 +152,17 @@ class FastRnn:
     def initial_states(self):
         return [None] * len(self.enc_cells), [None] * len(self.dec_cells)
 
-    def decode_step(self, bits: torch.Tensor, recon: torch.Tensor, states: list, t: int):
+    def decode_step(self, bits: torch.Tensor, recon: torch.Tensor, states: list, t: int,
+                    active: torch.Tensor | None = None):
         """bits (lh*lw, C) of +-1, recon (1, 3, H, W) -> (new recon, new states); cf. decode_step.
 
-        The reconstruction is updated in place (additive models)."""
+        active: None or (lh, lw) 0/1 floats, the blocks that code this iteration (the others
+        get bits 0 and keep their reconstruction). The reconstruction is updated in place
+        (additive models)."""
         lh, lw = self.lh, self.lw
         gain = self._gain(recon, t)
+        if active is not None:
+            bits = bits * active.reshape(-1, 1)
         y = torch.addmm(self.dec_in_b, bits, self.dec_in_w)
         h, w = lh, lw
         new_states = []
@@ -173,10 +178,16 @@ class FastRnn:
         out = F.conv2d(y, self.out_w4, self.out_b)
         if self.bounded:
             out.mul_(2).sigmoid_().sub_(0.5)  # tanh(a)/2 = sigmoid(2a) - 1/2
+        blocks = out.view(1, 3, lh, STRIDE, lw, STRIDE)  # per 16x16 block: broadcast, not repeat_interleave
         if not self.additive:
-            return out, new_states
-        if gain is not None:  # per 16x16 block: broadcast instead of repeat_interleave, same quotients
-            out.view(1, 3, lh, STRIDE, lw, STRIDE).div_(gain.view(1, 1, lh, 1, lw, 1))
+            if active is None:
+                return out, new_states
+            blocks.sub_(recon.view_as(blocks)).mul_(active.view(1, 1, lh, 1, lw, 1))
+            return recon.add_(out), new_states
+        if gain is not None:  # same quotients as the module path
+            blocks.div_(gain.view(1, 1, lh, 1, lw, 1))
+        if active is not None:
+            blocks.mul_(active.view(1, 1, lh, 1, lw, 1))
         return recon.add_(out), new_states
 
     def encode_step(self, x: torch.Tensor, recon: torch.Tensor, states: list, t: int):

@@ -176,18 +176,26 @@ class RNNCodecNet(nn.Module):
         g = self.gain(recon, t)
         return g.repeat_interleave(STRIDE, 2).repeat_interleave(STRIDE, 3)
 
-    def decode_step(self, bits, recon, state, t: int):
-        """Bits (+-1) of iteration t -> (new reconstruction, new decoder state)."""
-        gain = self.block_gain(recon, t)
-        out, state = self.decoder(bits, state)
-        return self.reconstruct(out, recon, gain), state
+    def decode_step(self, bits, recon, state, t: int, active=None):
+        """Bits (+-1) of iteration t -> (new reconstruction, new decoder state).
 
-    def reconstruct(self, out, recon, gain):
-        """The new reconstruction from the decoder's output, the reconstruction so far and the
-        block gain of this iteration (None: no scaling)."""
+        active: None (every block codes this iteration) or an (N, 1, h, w) 0/1 map of the
+        blocks that do; the others get bits 0 and keep their reconstruction (the rnn codec's
+        adaptive iteration counts)."""
+        gain = self.block_gain(recon, t)
+        if active is not None:
+            bits = bits * active
+        out, state = self.decoder(bits, state)
+        mask = None if active is None else active.repeat_interleave(STRIDE, 2).repeat_interleave(STRIDE, 3)
+        return self.reconstruct(out, recon, gain, mask), state
+
+    def reconstruct(self, out, recon, gain, mask=None):
+        """The new reconstruction from the decoder's output, the reconstruction so far, the
+        block gain of this iteration (None: no scaling) and the pixels that update (None: all)."""
         if self.config["reconstruction"] == "oneshot":
-            return out
-        return recon + (out if gain is None else out / gain)
+            return out if mask is None else recon + (out - recon) * mask
+        step = out if gain is None else out / gain
+        return recon + (step if mask is None else step * mask)
 
     def encode_step(self, x, recon, state, t: int):
         """Continuous code in (-1, 1) for iteration t from the current residual."""
