@@ -79,7 +79,8 @@ METHOD_CASES: dict[str, MethodCases] = {
     "cae": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
     "gmm": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
     "gan": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
-    "rnn": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
+    "rnn": MethodCases(option_sets=_QUALITY_SPAN + ({"adaptive": False},), large_size=LEARNED_LARGE_SIZE,
+                       older_versions=(1,)),
     "lossless": MethodCases(),
 }
 

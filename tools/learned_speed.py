@@ -1,6 +1,7 @@
 """Encode/decode time of a method through Pillow on four Kodak images (the README's speed line).
 
     python tools/learned_speed.py gmm --quality 50 --threads 2
+    python tools/learned_speed.py rnn -o iterations=16     # extra save options, KEY=VALUE (integers parsed)
 
 Per image: the fastest of three `Image.save` / `Image.open(...).load()` runs (the first run
 also warms up model loading); prints each image and the median over the four.
@@ -27,7 +28,12 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kodak", default="../shared/data/kodak")
+    parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    extra = {}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        extra[key] = int(value) if value.lstrip("-").isdigit() else value
     torch.set_num_threads(args.threads)
     enc, dec = [], []
     for name in IMAGES:
@@ -36,7 +42,7 @@ def main() -> None:
         for _ in range(3):
             buf = io.BytesIO()
             t0 = time.perf_counter()
-            im.save(buf, format="MLIMG", method=args.method, quality=args.quality)
+            im.save(buf, format="MLIMG", method=args.method, quality=args.quality, **extra)
             te.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             Image.open(io.BytesIO(buf.getvalue())).load()
@@ -45,7 +51,7 @@ def main() -> None:
         dec.append(min(td))
         print(f"{name} {args.method} encode {enc[-1]:.3f} s decode {dec[-1]:.3f} s", flush=True)
     print(f"median {args.method} encode {statistics.median(enc):.3f} s decode {statistics.median(dec):.3f} s "
-          f"({args.threads} threads, quality {args.quality})")
+          f"({args.threads} threads, quality {args.quality}{''.join(f', {k}={v}' for k, v in extra.items())})")
 
 
 if __name__ == "__main__":

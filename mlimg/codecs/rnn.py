@@ -62,7 +62,7 @@ class RnnCodec(Codec):
         "model": Option(None, optional_str, "None (the installed default) or a registered rnn model id"),
         "refine": REFINE_OPTION,  # here: Adam steps on each iteration's bits (nn/rnn_refine.py)
     }
-    bench_points = tuple({"quality": q} for q in (1, 12, 24, 36, 48, 60, 72, 86))
+    bench_points = tuple({"quality": q} for q in (1, 14, 28, 42, 56, 70, 85, 100))
 
     # ------------------------------------------------------------ encode
 
