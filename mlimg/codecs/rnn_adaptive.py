@@ -9,9 +9,9 @@ block's squared error (8-bit units, summed over RGB) after n iterations of a uni
 C the bits per block per iteration. `quality` sets the slope. The decoder gives blocks past
 their count bits of 0 and leaves their reconstruction as it was (spec/methods/rnn.md).
 
-Measured on six Kodak images with rnn-v1-5306f91a (runs/exp notes in TRAINING.md "rnn"):
-at 0.55 bpp 26.2 dB against 24.9 dB for uniform iterations, within 0.1 dB of the bound
-that ignores how a stopped block's neighbours are affected.
+Measured on the 24 Kodak images with rnn-v1-5306f91a (`mlimg bench --methods
+rnn,rnn:adaptive=0 ...`, README): BD-rate -22.5 % against the same model with one count
+everywhere, about 1 dB more at 0.25-0.5 bpp; encoding takes the uniform pass on top.
 """
 from __future__ import annotations
 
