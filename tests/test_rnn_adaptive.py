@@ -99,6 +99,22 @@ def test_fast_and_module_paths_agree_with_a_count_map():
     np.testing.assert_allclose(fast, slow, atol=1e-5)
 
 
+def test_block_errors_are_the_decoders_errors_inside_the_image():
+    from mlimg.nn.rnn_models import RNNCodecNet
+
+    torch.manual_seed(4)
+    net = RNNCodecNet(TINY).eval()
+    x = np.random.default_rng(6).random((20, 37, 3), dtype=np.float32)
+    target = rnn_mod._pixels(x)
+    xt, lh, lw = rnn_mod._padded_tensor(x)
+    bits, errors = rnn_mod._encoder_pass(net, xt, 3, True, None, target)
+    assert errors.shape == (4, 2, 3)
+    for t in range(4):
+        decoded = rnn_mod._pixels(rnn_mod.decode_image(net, bits[:t], lh, lw)[:20, :37])
+        assert errors[t].sum() == pytest.approx(float(((decoded - target) ** 2).sum()), abs=2 * 255**2)
+    assert errors[:, :, 2].sum() > 0 and errors[:, 1].sum() > 0  # partial edge blocks count their inside
+
+
 def test_without_adaptation_every_block_gets_the_same_count(tiny_model, forced_counts):
     img = smooth_image(40, 72)
     for opts in ({"adaptive": False}, {"iterations": 3}, {"adaptive": True, "iterations": 3}):

@@ -280,13 +280,8 @@ def allocate_iterations(net, x: np.ndarray, slope: float, iterations: int, fast:
     """Per-block iteration counts (H/16, W/16) in 1..iterations for the rate-distortion
     slope: one uniform pass records every block's squared error after each iteration
     (pixels inside the image only, as the decoder rounds them), then rnn_adaptive picks."""
-    h, w = x.shape[:2]
-    xt, lh, lw = _padded_tensor(x)
-    target = np.zeros((lh * STRIDE, lw * STRIDE, 3))
-    target[:h, :w] = _pixels(x)
-    inside = np.zeros((lh * STRIDE, lw * STRIDE, 1))
-    inside[:h, :w] = 1.0
-    _, errors = _encoder_pass(net, xt, iterations, fast, None, target, inside)
+    xt, _, _ = _padded_tensor(x)
+    _, errors = _encoder_pass(net, xt, iterations, fast, None, _pixels(x))
     return choose_counts(errors, slope, net.bits)
 
 
@@ -301,10 +296,10 @@ def _padded_tensor(x: np.ndarray):
     return xt, x.shape[0] // STRIDE, x.shape[1] // STRIDE
 
 
-def _encoder_pass(net, xt, iterations: int, fast: bool, counts, target=None, inside=None):
-    """Run encoder and decoder: bits (T, C, lh, lw), and with `target` (8-bit values of the
-    padded image) also each block's squared error after 0..T iterations (T+1, lh, lw),
-    counting only pixels where `inside` is 1."""
+def _encoder_pass(net, xt, iterations: int, fast: bool, counts, target=None):
+    """Run encoder and decoder: bits (T, C, lh, lw), and with `target` ((h, w, 3) 8-bit values
+    of the unpadded image) also each block's squared error after 0..T iterations
+    (T+1, lh, lw), over the pixels inside the image."""
     import torch
 
     from ..nn import rnn_inference
@@ -315,9 +310,11 @@ def _encoder_pass(net, xt, iterations: int, fast: bool, counts, target=None, ins
     out, errors = [], []
 
     def measure(r):
-        if target is not None:
-            err = (_pixels(r[0].numpy().transpose(1, 2, 0) + 0.5) - target) ** 2 * inside
-            errors.append(err.reshape(lh, STRIDE, lw, STRIDE, 3).sum(axis=(1, 3, 4)))
+        if target is not None:  # whole numbers below 2**24 per pixel: exact in float32
+            h, w = target.shape[:2]
+            err = ((_pixels(r[0, :, :h, :w].numpy().transpose(1, 2, 0) + 0.5) - target) ** 2).sum(axis=2)
+            err = np.pad(err, ((0, lh * STRIDE - h), (0, lw * STRIDE - w)))
+            errors.append(err.reshape(lh, STRIDE, lw, STRIDE).sum(axis=(1, 3), dtype=np.float64))
 
     measure(recon)
     with torch.inference_mode():
@@ -356,7 +353,7 @@ def _active(counts, t: int, nchw: bool = False):
 
 
 def _pixels(rgb: np.ndarray) -> np.ndarray:
-    """8-bit values, as the decoder writes them (float64 for squared errors)."""
+    """8-bit values (as floats), as the decoder writes them."""
     return np.clip(np.round(rgb * 255.0), 0, 255)
 
 
@@ -370,7 +367,6 @@ def decode_image(net, bits: np.ndarray, lh: int, lw: int, fast: bool = True, cou
     from ..nn import rnn_inference
 
     recon = torch.zeros(1, 3, lh * STRIDE, lw * STRIDE)
-
     with torch.inference_mode():
         if fast and rnn_inference.supports(net):
             runner = rnn_inference.FastRnn(net, lh, lw)
