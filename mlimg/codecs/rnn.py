@@ -81,15 +81,17 @@ class RnnCodec(Codec):
             raise ValueError(f"refine={refine} searches the same iteration count in every block: "
                              "valid is refine=0 (the default), or refine with adaptive=False or iterations=n")
         x = _to_rgb_float(pixels, mode)
-        block_counts = None
+        block_counts = bits = None
         if adaptive:
-            block_counts = allocate_iterations(loaded.net, x, slope_for_quality(opts["quality"]), QUALITY_ITERATIONS)
+            block_counts, uniform_bits = allocate_iterations(loaded.net, x, slope_for_quality(opts["quality"]),
+                                                             QUALITY_ITERATIONS)
             n_iter = int(block_counts.max())
-            if (block_counts == n_iter).all():
-                block_counts = None  # the same everywhere: no map needed
+            if (block_counts == n_iter).all():  # the same everywhere: no map, and the first pass's bits are the file's
+                block_counts, bits = None, uniform_bits[:n_iter]
         else:
             n_iter = opts.get("iterations") or iterations_for_quality(opts["quality"])
-        bits = encode_bits(loaded.net, x, n_iter, refine=refine, counts=block_counts)  # (T, C, lh, lw)
+        if bits is None:
+            bits = encode_bits(loaded.net, x, n_iter, refine=refine, counts=block_counts)  # (T, C, lh, lw)
         _, channels, lh, lw = bits.shape
         counts = ContextCounts(channels, loaded.tables.get("context_prior"))
         chunks = [("RNNH", _HEAD.pack(0, channels, lh, lw, n_iter))]
@@ -276,13 +278,14 @@ def encode_bits(net, x: np.ndarray, iterations: int, fast: bool = True, refine: 
     return _encoder_pass(net, xt, iterations, fast, counts)[0]
 
 
-def allocate_iterations(net, x: np.ndarray, slope: float, iterations: int, fast: bool = True) -> np.ndarray:
-    """Per-block iteration counts (H/16, W/16) in 1..iterations for the rate-distortion
-    slope: one uniform pass records every block's squared error after each iteration
-    (pixels inside the image only, as the decoder rounds them), then rnn_adaptive picks."""
+def allocate_iterations(net, x: np.ndarray, slope: float, iterations: int, fast: bool = True):
+    """(per-block iteration counts (H/16, W/16) in 1..iterations for the rate-distortion
+    slope, the uniform pass's bits): one uniform pass records every block's squared error
+    after each iteration (pixels inside the image only, as the decoder rounds them), then
+    rnn_adaptive picks."""
     xt, _, _ = _padded_tensor(x)
-    _, errors = _encoder_pass(net, xt, iterations, fast, None, _pixels(x))
-    return choose_counts(errors, slope, net.bits)
+    bits, errors = _encoder_pass(net, xt, iterations, fast, None, _pixels(x))
+    return choose_counts(errors, slope, net.bits), bits
 
 
 def _padded_tensor(x: np.ndarray):
