@@ -3,11 +3,17 @@ soup", Wortsman et al. 2022): two CPU threads can train two copies with differen
 full speed, where one run on two threads is barely faster than on one.
 
     python tools/average_runs.py runs/rnn runs/rnn-b --out runs/rnn-soup
+    python tools/average_runs.py runs/rnn runs/rnn-b --write-back   # (trainers stopped first)
 
 OUT gets checkpoint.safetensors (the mean of every floating-point `model.*` tensor; no Adam
 moments, so a resumed run starts a fresh optimiser) and checkpoint.json (the first run's, with
 this averaging recorded as one more resume, so an export lists it in the registry). The runs
 must have the same config; `python tools/rnn_eval.py OUT` evaluates the result.
+
+--write-back instead puts the mean into every run's own checkpoint, keeping each run's Adam
+moments and step, and records the averaging in its checkpoint.json: resuming the runs then
+continues from the common weights (periodic averaging, "local SGD"), which keeps the copies
+close enough for their mean to stay better than either.
 """
 import argparse
 import json
@@ -21,7 +27,9 @@ from safetensors.torch import load_file, save_file
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, required=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="write the mean as a new run folder")
+    where.add_argument("--write-back", action="store_true", help="replace each run's weights by the mean")
     a = p.parse_args()
     metas = [json.loads((run / "checkpoint.json").read_text()) for run in a.runs]
     if any(m["config"] != metas[0]["config"] for m in metas):
@@ -38,15 +46,30 @@ def main() -> None:
             mean[key] = first
         else:
             raise SystemExit(f"{key}: integer tensor differs between the runs")
-    a.out.mkdir(parents=True, exist_ok=True)
-    save_file(mean, str(a.out / "checkpoint.safetensors"))
-    meta = {k: v for k, v in metas[0].items() if k != "adam_step"}
     sources = [{"run": str(run), "step": m["step"], "command": (m.get("resumes") or [{}])[-1].get("command") or m.get("command")}
                for run, m in zip(a.runs, metas)]
-    meta["resumes"] = list(meta.get("resumes", [])) + [
-        {"step": meta["step"], "command": "python tools/average_runs.py " + " ".join(sys.argv[1:]), "averaged": sources}]
-    (a.out / "checkpoint.json").write_text(json.dumps(meta, indent=1))
+    command = "python tools/average_runs.py " + " ".join(sys.argv[1:])
+    if a.write_back:
+        for run, meta in zip(a.runs, metas):
+            adam = {k: v for k, v in load_file(str(run / "checkpoint.safetensors")).items() if not k.startswith("model.")}
+            _save(run, {**mean, **adam}, meta, command, sources)
+        print(f"averaged {len(a.runs)} runs at steps {[m['step'] for m in metas]}; each now holds the mean")
+        return
+    a.out.mkdir(parents=True, exist_ok=True)
+    _save(a.out, mean, {k: v for k, v in metas[0].items() if k != "adam_step"}, command, sources)
     print(f"{a.out}: mean of {len(a.runs)} runs at steps {[m['step'] for m in metas]}")
+
+
+def _save(run: Path, tensors: dict, meta: dict, command: str, sources: list) -> None:
+    """Checkpoint files written the way mlimg.train.save_checkpoint does (atomically), with the
+    averaging appended to the run's resumes."""
+    import os
+
+    meta = {**meta, "resumes": list(meta.get("resumes", [])) + [{"step": meta["step"], "command": command, "averaged": sources}]}
+    save_file(tensors, str(run / "checkpoint.safetensors.tmp"))
+    os.replace(run / "checkpoint.safetensors.tmp", run / "checkpoint.safetensors")
+    (run / "checkpoint.json.tmp").write_text(json.dumps(meta, indent=1))
+    os.replace(run / "checkpoint.json.tmp", run / "checkpoint.json")
 
 
 if __name__ == "__main__":
