@@ -52,8 +52,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--binariser", choices=("stochastic", "hard"), default="stochastic",
                         help="training binariser: stochastic (the paper's) or hard (the inference sign, "
                              "straight-through gradient; TRAINING.md)")
-    parser.add_argument("--loss", choices=("l1", "mse"), default="l1",
-                        help="per-iteration residual loss: l1 (the paper's) or mse (what PSNR measures)")
+    parser.add_argument("--loss", choices=("l1", "mse", "psnr"), default="l1",
+                        help="per-iteration residual loss: l1 (the paper's), mse (what PSNR measures) or psnr "
+                             "(the mean over iterations of log MSE, so every iteration's dB counts alike)")
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     parser.add_argument("--export", metavar="RUN", default=None,
                         help="instead of training: export RUN's checkpoint to mlimg/weights and register it")
@@ -141,23 +142,24 @@ def train(args) -> int:
             lr = args.lr * (0.5 if step > 20000 else 1.0)
             for group in opt.param_groups:
                 group["lr"] = lr * group["scale"]
-            losses = net(x, net.config["train_iterations"], args.binariser, args.loss)
-            loss = torch.stack(losses).mean()
+            losses = net(x, net.config["train_iterations"], args.binariser, "l1" if args.loss == "l1" else "mse")
+            loss = _combine(torch.stack(losses), args.loss)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
             step += 1
             running.append([float(v.detach()) for v in losses])
+            shown_kind = "L1" if args.loss == "l1" else "MSE"
             if len(running) == 1 and step == meta["step"] + 1:  # after a resume or --init: compare with the last loss
-                say(f"step {step} loss {np.mean(running[0]):.5f} {args.loss.upper()} it1/last {running[0][0]:.4f} {running[0][-1]:.4f} "
+                say(f"step {step} loss {np.mean(running[0]):.5f} {shown_kind} it1/last {running[0][0]:.4f} {running[0][-1]:.4f} "
                     f"(first step of this process)")
             if step % 50 == 0:
                 avg = np.mean(running, axis=0)
                 shown = sorted({0, 3, 7, len(avg) - 1} & set(range(len(avg))))  # iterations 1, 4, 8 and the last
                 names = "/".join("last" if i == len(avg) - 1 else str(i + 1) for i in shown)
-                psnr = "/".join(f"{_rough_psnr(avg[i], args.loss):.1f}" for i in shown)
-                say(f"step {step} loss {avg.mean():.5f} {args.loss.upper()} it{names} {' '.join(f'{avg[i]:.4f}' for i in shown)} "
+                psnr = "/".join(f"{_rough_psnr(avg[i], shown_kind.lower()):.1f}" for i in shown)
+                say(f"step {step} loss {avg.mean():.5f} {shown_kind} it{names} {' '.join(f'{avg[i]:.4f}' for i in shown)} "
                     f"(~{psnr} dB) {(time.time() - t0) / 50:.2f} s/step")
                 running, t0 = [], time.time()
             if time.time() - last_ckpt > args.checkpoint_every or step == args.steps or stop.requested:
@@ -166,6 +168,18 @@ def train(args) -> int:
                 last_ckpt = time.time()
                 say(f"checkpoint at step {step}" + (" (stop requested)" if stop.requested else ""))
     return 0
+
+
+def _combine(losses, kind: str):
+    """One training loss from the per-iteration losses (T,).
+
+    l1/mse: their mean, which weights the early iterations most (their errors are the largest).
+    psnr: the gradient of the mean log MSE, i.e. of the mean PSNR over iterations, so a dB at
+    iteration 16 counts as much as one at iteration 1 (the rate-distortion curve is measured in
+    dB); scaled by the mean MSE so that its size, and gradient clipping, stay as with mse."""
+    if kind != "psnr":
+        return losses.mean()
+    return (losses / losses.detach()).mean() * losses.detach().mean()
 
 
 def _rough_psnr(loss: float, kind: str) -> float:

@@ -317,6 +317,24 @@ def test_new_run_records_the_network_options(tmp_path):
         RNNCodecNet({**config, "output": "relu"})
 
 
+def test_psnr_loss_weights_every_iteration_by_its_inverse_error():
+    """--loss psnr: the gradient is that of the mean log MSE (mean PSNR over iterations), scaled by
+    the mean MSE; its value is the mean MSE, so logs and clipping read as with --loss mse."""
+    from mlimg.train_rnn import _combine
+
+    w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    scale = torch.tensor([0.5, 0.01, 0.002])  # errors shrinking over iterations, as in training
+    losses = scale * w * w
+    mse = _combine(losses, "mse")
+    psnr = _combine(losses, "psnr")
+    assert float(psnr.detach()) == pytest.approx(float(mse.detach()))
+    (grad,) = torch.autograd.grad(psnr, w, retain_graph=True)
+    (log_grad,) = torch.autograd.grad(torch.log(losses).mean(), w)
+    assert torch.allclose(grad, log_grad * losses.detach().mean())
+    # Each iteration's weight no longer depends on the size of its error: d/dw log(s w^2) = 2 / w.
+    assert torch.allclose(log_grad, 2 / w.detach() / 3)
+
+
 def test_train_init_from_exported_weights(tmp_path, monkeypatch):
     """checkpoint -> export -> `--init` in an empty run folder: every exported tensor is restored,
     the step continues from the registry, the lineage records the init."""
