@@ -134,6 +134,7 @@ def train(args) -> int:
     if meta["step"] >= args.steps:
         say(f"nothing to train: already at step {meta['step']} >= --steps {args.steps}")
     step, last_ckpt, t0, running = meta["step"], time.time(), time.time(), []
+    shown_kind = "L1" if args.loss == "l1" else "MSE"  # what the logged per-iteration losses are (psnr: MSE)
     with StopRequest() as stop:  # kill PID / Ctrl-C: finish the step, checkpoint, exit
         while step < args.steps and not stop.requested:
             rng = np.random.default_rng([args.seed, step])  # batch order from (seed, step): resumable
@@ -150,7 +151,6 @@ def train(args) -> int:
             opt.step()
             step += 1
             running.append([float(v.detach()) for v in losses])
-            shown_kind = "L1" if args.loss == "l1" else "MSE"
             if len(running) == 1 and step == meta["step"] + 1:  # after a resume or --init: compare with the last loss
                 say(f"step {step} loss {np.mean(running[0]):.5f} {shown_kind} it1/last {running[0][0]:.4f} {running[0][-1]:.4f} "
                     f"(first step of this process)")

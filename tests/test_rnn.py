@@ -335,6 +335,26 @@ def test_psnr_loss_weights_every_iteration_by_its_inverse_error():
     assert torch.allclose(log_grad, 2 / w.detach() / 3)
 
 
+def test_training_with_the_psnr_loss_runs_and_is_recorded(tmp_path):
+    import json
+
+    from mlimg import train_rnn
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(smooth_image(40, 40)).save(data / "img.png")
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--batch", "1", "--crop", "32",
+                "--iterations", "2", "--loss", "psnr"]
+        assert train_rnn.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    meta = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert meta["step"] == 2 and meta["train_config"]["loss"] == "psnr"
+    assert "MSE it1/last" in (tmp_path / "run" / "train.log").read_text()  # logged as MSE values
+
+
 def test_train_init_from_exported_weights(tmp_path, monkeypatch):
     """checkpoint -> export -> `--init` in an empty run folder: every exported tensor is restored,
     the step continues from the registry, the lineage records the init."""

@@ -17,6 +17,7 @@ close enough for their mean to stay better than either.
 """
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -63,8 +64,6 @@ def main() -> None:
 def _save(run: Path, tensors: dict, meta: dict, command: str, sources: list) -> None:
     """Checkpoint files written the way mlimg.train.save_checkpoint does (atomically), with the
     averaging appended to the run's resumes."""
-    import os
-
     meta = {**meta, "resumes": list(meta.get("resumes", [])) + [{"step": meta["step"], "command": command, "averaged": sources}]}
     save_file(tensors, str(run / "checkpoint.safetensors.tmp"))
     os.replace(run / "checkpoint.safetensors.tmp", run / "checkpoint.safetensors")
