@@ -278,25 +278,31 @@ def test_fewer_iterations_give_the_prefix_of_a_longer_file(tiny_model):
     assert short.find("RNNH").data[:-1] == long.find("RNNH").data[:-1]
 
 
-def test_new_run_records_the_network_options(tmp_path):
-    """--output / --dec / --gain-slope shape a new run's network and are kept in its checkpoint (--gain-lr,
-    --binariser and --loss in its training settings)."""
-    import json
-
+def _train_tiny(tmp_path, *options: str) -> None:
+    """A training run on one 40x40 image in tmp_path/run: 32 px crops, batch 1, two iterations."""
     from mlimg import train_rnn
-    from mlimg.nn.rnn_models import RNNCodecNet
 
     data = tmp_path / "data"
     data.mkdir()
     Image.fromarray(smooth_image(40, 40)).save(data / "img.png")
     threads = torch.get_num_threads()
     try:
-        argv = ["--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1", "--batch", "1", "--crop", "32",
-                "--iterations", "2", "--output", "linear", "--dec", "16,16,16,8,8", "--gain-slope", "0.2",
-                "--gain-lr", "0.01", "--binariser", "hard", "--loss", "mse"]
+        argv = ["--data", str(data), "--out", str(tmp_path / "run"), "--batch", "1", "--crop", "32", "--iterations", "2",
+                *options]
         assert train_rnn.main(argv) == 0
     finally:
         torch.set_num_threads(threads)
+
+
+def test_new_run_records_the_network_options(tmp_path):
+    """--output / --dec / --gain-slope shape a new run's network and are kept in its checkpoint (--gain-lr,
+    --binariser and --loss in its training settings)."""
+    import json
+
+    from mlimg.nn.rnn_models import RNNCodecNet
+
+    _train_tiny(tmp_path, "--steps", "1", "--output", "linear", "--dec", "16,16,16,8,8", "--gain-slope", "0.2",
+                "--gain-lr", "0.01", "--binariser", "hard", "--loss", "mse")
     meta = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
     config = meta["config"]
     assert meta["train_config"]["gain_lr"] == 0.01 and meta["train_config"]["lr"] == 5e-4
@@ -338,18 +344,7 @@ def test_psnr_loss_weights_every_iteration_by_its_inverse_error():
 def test_training_with_the_psnr_loss_runs_and_is_recorded(tmp_path):
     import json
 
-    from mlimg import train_rnn
-
-    data = tmp_path / "data"
-    data.mkdir()
-    Image.fromarray(smooth_image(40, 40)).save(data / "img.png")
-    threads = torch.get_num_threads()
-    try:
-        argv = ["--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--batch", "1", "--crop", "32",
-                "--iterations", "2", "--loss", "psnr"]
-        assert train_rnn.main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
+    _train_tiny(tmp_path, "--steps", "2", "--loss", "psnr")
     meta = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
     assert meta["step"] == 2 and meta["train_config"]["loss"] == "psnr"
     assert "MSE it1/last" in (tmp_path / "run" / "train.log").read_text()  # logged as MSE values
