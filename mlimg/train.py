@@ -151,8 +151,6 @@ class StopRequest:
 
 
 def save_checkpoint(run_dir: Path, model, opt, meta: dict) -> None:
-    from safetensors.torch import save_file
-
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     names = dict(model.named_parameters())
     for name, p in names.items():
@@ -161,6 +159,13 @@ def save_checkpoint(run_dir: Path, model, opt, meta: dict) -> None:
             tensors[f"adam.exp_avg.{name}"] = state["exp_avg"].contiguous().cpu()
             tensors[f"adam.exp_avg_sq.{name}"] = state["exp_avg_sq"].contiguous().cpu()
             meta["adam_step"] = int(state["step"])
+    write_checkpoint(run_dir, tensors, meta)
+
+
+def write_checkpoint(run_dir: Path, tensors: dict, meta: dict) -> None:
+    """RUN/checkpoint.safetensors and RUN/checkpoint.json, each replaced atomically."""
+    from safetensors.torch import save_file
+
     tmp = run_dir / "checkpoint.safetensors.tmp"
     save_file(tensors, str(tmp))
     os.replace(tmp, run_dir / "checkpoint.safetensors")  # atomic: a kill never leaves half a checkpoint

@@ -17,12 +17,13 @@ close enough for their mean to stay better than either.
 """
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from mlimg.train import write_checkpoint
 
 
 def main() -> None:
@@ -35,8 +36,8 @@ def main() -> None:
     metas = [json.loads((run / "checkpoint.json").read_text()) for run in a.runs]
     if any(m["config"] != metas[0]["config"] for m in metas):
         raise SystemExit("the runs have different network configs: nothing to average")
-    tensors = [{k: v for k, v in load_file(str(run / "checkpoint.safetensors")).items() if k.startswith("model.")}
-               for run in a.runs]
+    stored = [load_file(str(run / "checkpoint.safetensors")) for run in a.runs]
+    tensors = [{k: v for k, v in t.items() if k.startswith("model.")} for t in stored]
     if any(t.keys() != tensors[0].keys() for t in tensors):
         raise SystemExit("the runs have different tensors: nothing to average")
     mean = {}
@@ -51,8 +52,8 @@ def main() -> None:
                for run, m in zip(a.runs, metas)]
     command = "python tools/average_runs.py " + " ".join(sys.argv[1:])
     if a.write_back:
-        for run, meta in zip(a.runs, metas):
-            adam = {k: v for k, v in load_file(str(run / "checkpoint.safetensors")).items() if not k.startswith("model.")}
+        for run, meta, kept in zip(a.runs, metas, stored):
+            adam = {k: v for k, v in kept.items() if not k.startswith("model.")}
             _save(run, {**mean, **adam}, meta, command, sources)
         print(f"averaged {len(a.runs)} runs at steps {[m['step'] for m in metas]}; each now holds the mean")
         return
@@ -62,13 +63,9 @@ def main() -> None:
 
 
 def _save(run: Path, tensors: dict, meta: dict, command: str, sources: list) -> None:
-    """Checkpoint files written the way mlimg.train.save_checkpoint does (atomically), with the
-    averaging appended to the run's resumes."""
+    """A checkpoint with the averaging appended to the run's resumes."""
     meta = {**meta, "resumes": list(meta.get("resumes", [])) + [{"step": meta["step"], "command": command, "averaged": sources}]}
-    save_file(tensors, str(run / "checkpoint.safetensors.tmp"))
-    os.replace(run / "checkpoint.safetensors.tmp", run / "checkpoint.safetensors")
-    (run / "checkpoint.json.tmp").write_text(json.dumps(meta, indent=1))
-    os.replace(run / "checkpoint.json.tmp", run / "checkpoint.json")
+    write_checkpoint(run, tensors, meta)
 
 
 if __name__ == "__main__":

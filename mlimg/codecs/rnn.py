@@ -278,7 +278,8 @@ def encode_bits(net, x: np.ndarray, iterations: int, fast: bool = True, refine: 
     return _encoder_pass(net, xt, iterations, fast, counts)[0]
 
 
-def allocate_iterations(net, x: np.ndarray, slope: float, iterations: int, fast: bool = True):
+def allocate_iterations(net, x: np.ndarray, slope: float, iterations: int,
+                        fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(per-block iteration counts (H/16, W/16) in 1..iterations for the rate-distortion
     slope, the uniform pass's bits): one uniform pass records every block's squared error
     after each iteration (pixels inside the image only, as the decoder rounds them), then
