@@ -10,7 +10,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 G, OUT = Path(sys.argv[1]), Path(sys.argv[2])
-keep = {"gmm": ("model.",), "cae": ("model.",), "rnn": ("model.",), "gan": ("model.generator.", "discriminator.")}
+keep = {"gmm": ("model.",), "cae": ("model.",), "rnn": ("model.",), "rnn-b": ("model.",), "gan": ("model.generator.", "discriminator.")}
 for run, prefixes in keep.items():
     ck = G / "runs" / run / "checkpoint.safetensors"
     if not ck.exists():

@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("gmm", "cae", "rnn", "gan")  # gmm before gan: the gan needs its base
+RUNS = METHODS + ("rnn-b",)  # rnn-b: train.sh's optional second rnn run, imported only (average it, then export)
 
 
 def local_paths(o):
@@ -45,7 +46,7 @@ def import_runs(files_at: Path, runs: Path) -> list[str]:
         tar.extractall(logs, filter="data")
     backup = runs / f"before-gpu-{time.strftime('%Y%m%d-%H%M%S')}"
     done = []
-    for method in METHODS:
+    for method in RUNS:
         if not (files_at / f"{method}.safetensors").exists():
             continue
         tensors = load_file(str(files_at / f"{method}.safetensors"))
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     methods = import_runs(a.files_at, a.runs)
     if a.export:
-        export(a.runs, methods)
+        export(a.runs, [m for m in methods if m in METHODS])
     return 0
 
 

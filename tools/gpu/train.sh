@@ -8,6 +8,7 @@ GAN=${GAN:-1}   # GAN=0: no new gan this lease, gmm trains the whole time (the s
 CAE=${CAE:-1}   # CAE=0: leave cae out (its curve has flattened), the others get its share of the GPU
 GMM_ARGS=${GMM_ARGS:---crop 256 --batch 16 --lr 3e-4}   # e.g. --lr 1e-4 once the curve flattens
 RNN_ARGS=${RNN_ARGS:---crop 32 --batch 128}   # plus e.g. --binariser hard --loss mse to continue such a run
+RNN_B_ARGS=${RNN_B_ARGS:-}   # set: a second rnn run beside the first (runs/rnn-b), to be averaged (tools/average_runs.py)
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $G/whl/*.whl; export PYTHONPATH=/tmp/site:$PWD
 mkdir -p $G/logs; L=$G/logs
@@ -25,8 +26,10 @@ GMM_S=$(t 290); [ "$GAN" = 0 ] && GMM_S=$(t 500)
 [ "$CAE" = 1 ] && ( timeout -s TERM $(t 500) python3 -m mlimg train cae --data $D --kodak $K --out $G/runs/cae --crop 256 --batch 16 --lr 3e-4 --eval-every 1000 --checkpoint-every 60 > $L/cae.out 2>&1; echo "cae exit $?" >> $L/cae.out ) & P2=$!
 [ "$CAE" = 1 ] || P2=
 ( timeout -s TERM $(t 500) python3 -m mlimg.train_rnn --data $D --out $G/runs/rnn $RNN_ARGS --checkpoint-every 60 > $L/rnn.out 2>&1; echo "rnn exit $?" >> $L/rnn.out ) & P3=$!
+P4=
+[ -n "$RNN_B_ARGS" ] && { ( timeout -s TERM $(t 500) python3 -m mlimg.train_rnn --data $D --out $G/runs/rnn-b $RNN_B_ARGS --checkpoint-every 60 > $L/rnn-b.out 2>&1; echo "rnn-b exit $?" >> $L/rnn-b.out ) & P4=$!; }
 ( while sleep $(t 120); do python3 tools/gpu/collect.py $G $OUT > $L/collect.out 2>&1; done ) &
 CP=$!
-wait $P1 $P2 $P3
+wait $P1 $P2 $P3 $P4
 kill $CP 2>/dev/null
 python3 tools/gpu/collect.py $G $OUT; tail -n 4 $L/*.out; tail -n 5 $L/smi.csv; echo "total $(( $(date +%s) - T0 )) s"
