@@ -25,9 +25,13 @@ GMM_S=$(t 290); [ "$GAN" = 0 ] && GMM_S=$(t 500)
   echo "gan exit $?" >> $L/gan.out ) & P1=$!
 [ "$CAE" = 1 ] && ( timeout -s TERM $(t 500) python3 -m mlimg train cae --data $D --kodak $K --out $G/runs/cae --crop 256 --batch 16 --lr 3e-4 --eval-every 1000 --checkpoint-every 60 > $L/cae.out 2>&1; echo "cae exit $?" >> $L/cae.out ) & P2=$!
 [ "$CAE" = 1 ] || P2=
-( timeout -s TERM $(t 500) python3 -m mlimg.train_rnn --data $D --out $G/runs/rnn $RNN_ARGS --checkpoint-every 60 > $L/rnn.out 2>&1; echo "rnn exit $?" >> $L/rnn.out ) & P3=$!
-P4=
-[ -n "$RNN_B_ARGS" ] && { ( timeout -s TERM $(t 500) python3 -m mlimg.train_rnn --data $D --out $G/runs/rnn-b $RNN_B_ARGS --checkpoint-every 60 > $L/rnn-b.out 2>&1; echo "rnn-b exit $?" >> $L/rnn-b.out ) & P4=$!; }
+rnn_run() {  # rnn_run NAME OPTIONS...: one rnn trainer into $G/runs/NAME, log $L/NAME.out
+  local name=$1; shift
+  timeout -s TERM $(t 500) python3 -m mlimg.train_rnn --data $D --out $G/runs/$name "$@" --checkpoint-every 60 > $L/$name.out 2>&1
+  echo "$name exit $?" >> $L/$name.out
+}
+rnn_run rnn $RNN_ARGS & P3=$!
+P4=; [ -n "$RNN_B_ARGS" ] && { rnn_run rnn-b $RNN_B_ARGS & P4=$!; }
 ( while sleep $(t 120); do python3 tools/gpu/collect.py $G $OUT > $L/collect.out 2>&1; done ) &
 CP=$!
 wait $P1 $P2 $P3 $P4
