@@ -6,6 +6,7 @@
 G=${G:-.gpu}; S=${S:-100}   # S: percent of the time budget (local dry runs use less)
 GAN=${GAN:-1}   # GAN=0: no new gan this lease, gmm trains the whole time (the shipped gan keeps its own gmm copy)
 CAE=${CAE:-1}   # CAE=0: leave cae out (its curve has flattened), the others get its share of the GPU
+CAE_ARGS=${CAE_ARGS:---crop 256 --batch 16 --lr 3e-4}   # e.g. --lr 1e-4: a decay step once the curve flattens
 GMM_ARGS=${GMM_ARGS:---crop 256 --batch 16 --lr 3e-4}   # e.g. --lr 1e-4 once the curve flattens
 RNN_ARGS=${RNN_ARGS:---crop 32 --batch 128}   # plus e.g. --binariser hard --loss mse to continue such a run
 RNN_B_ARGS=${RNN_B_ARGS:-}   # set: a second rnn run beside the first (runs/rnn-b), to be averaged (tools/average_runs.py)
@@ -23,7 +24,7 @@ GMM_S=$(t 290); [ "$GAN" = 0 ] && GMM_S=$(t 500)
   [ "$GAN" = 0 ] && exit 0
   timeout -s TERM $left python3 -m mlimg train gan --base $G/runs/gmm --data $D --kodak $K --out $G/runs/gan --crop 256 --batch 8 --checkpoint-every 60 > $L/gan.out 2>&1
   echo "gan exit $?" >> $L/gan.out ) & P1=$!
-[ "$CAE" = 1 ] && ( timeout -s TERM $(t 500) python3 -m mlimg train cae --data $D --kodak $K --out $G/runs/cae --crop 256 --batch 16 --lr 3e-4 --eval-every 1000 --checkpoint-every 60 > $L/cae.out 2>&1; echo "cae exit $?" >> $L/cae.out ) & P2=$!
+[ "$CAE" = 1 ] && ( timeout -s TERM $(t 500) python3 -m mlimg train cae --data $D --kodak $K --out $G/runs/cae $CAE_ARGS --eval-every 1000 --checkpoint-every 60 > $L/cae.out 2>&1; echo "cae exit $?" >> $L/cae.out ) & P2=$!
 [ "$CAE" = 1 ] || P2=
 rnn_run() {  # rnn_run NAME OPTIONS...: one rnn trainer into $G/runs/NAME, log $L/NAME.out
   local name=$1; shift
