@@ -39,9 +39,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prior-lr", type=float, default=5e-3, help="learning rate of the entropy-model priors")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--N", type=int, default=None, help="transform width (cae 96, gmm 64)")
+    parser.add_argument("--N", type=int, default=None, help="transform width (cae 96, gmm 64); cae with --init: "
+                        "the registered model widened to it, computing the same function at first")
     parser.add_argument("--M", type=int, default=None, help="latent channels (cae 128, gmm 96)")
     parser.add_argument("--Nf", type=int, default=None, help="gmm: width of the full-resolution stages (32; speed)")
+    parser.add_argument("--Na", type=int, default=None,
+                        help="cae/gmm: analysis (encoder-only) width (default N); with --init, the registered "
+                             "model's analysis is widened to it, computing the same function at first")
+    parser.add_argument("--Nfa", type=int, default=None, help="gmm: width of the analysis' first stage (default Nf); "
+                        "with --init, widened as --Na")
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     parser.add_argument("--eval-every", type=int, default=None, help="steps between Kodak evaluations (cae/gmm 2000, gan 500)")
     parser.add_argument("--export", metavar="RUN", default=None,
@@ -61,6 +67,9 @@ def run(args) -> int:
     gan_only = [f"--{k.replace('_', '-')}" for k in ("base", "loss_weights") if getattr(args, k, None) is not None]
     if gan_only and args.method != "gan":
         raise SystemExit(f"mlimg train {args.method}: {', '.join(gan_only)} only apply to gan")
+    for key, methods in (("Na", ("cae", "gmm")), ("Nfa", ("gmm",))):
+        if getattr(args, key, None) is not None and args.method not in methods:
+            raise SystemExit(f"mlimg train {args.method}: --{key} only applies to {'/'.join(methods)}")
     if args.method == "rnn":
         from .train_rnn import run_from_train_command
         return run_from_train_command(args)
@@ -206,11 +215,41 @@ def resolve_init(model_id: str, method: str) -> tuple[str, dict]:
     return model_id, entry
 
 
+# Widths that `--init` can grow while keeping the registered model's function (nn/widen.py):
+# (key, the synthesis width it defaults to). cae's N is its transforms' width only; gmm's N also
+# sets the hyperprior, whose new channels would change the rate, so gmm grows its analysis only.
+GROWABLE = {"cae": (("N", None), ("Na", "N")), "gmm": (("Na", "N"), ("Nfa", "Nf"))}
+
+
+def widened_config(config: dict, args) -> dict:
+    """The registered config with the GROWABLE widths raised to the values given (--N, --Na,
+    --Nfa); an analysis width equal to its synthesis width is left out, as the models do."""
+    wide = dict(config)
+    keys = GROWABLE.get(config["arch"], ())
+    for key, base in keys:  # bases first: an analysis width the config leaves out follows its new base
+        have = config.get(key, config[base] if base else None)
+        value = getattr(args, key, None)
+        if value is not None and value < have:
+            raise SystemExit(f"--{key} {value}: the registered model already has {have}; widening only grows")
+        wide[key] = value if value is not None else config.get(key, wide[base] if base else have)
+    analysis = [(key, base) for key, base in keys if base]
+    if all(wide[key] == wide[base] for key, base in analysis):
+        for key, _ in analysis:
+            wide.pop(key)
+    return wide
+
+
+def _widths(config: dict) -> dict:
+    """N, Na, Nfa of a config, the analysis widths filled in where the config leaves them out."""
+    return {"N": config["N"], "Na": config.get("Na", config["N"]), "Nfa": config.get("Nfa", config.get("Nf"))}
+
+
 def init_from_registry(model, model_id: str, method: str) -> int:
     """Copy every tensor of a registered weights file into `model`; returns the recorded step count.
 
     Goes through store.load: safetensors only, sha256 checked against the registry. The load is
-    strict, so a weights file lacking any parameter or buffer the trainer needs is an error.
+    strict, so a weights file lacking any parameter or buffer the trainer needs is an error; a
+    model built wider (widened_config) gets the weights through nn/widen.py instead.
     """
     from .nn import store
 
@@ -218,7 +257,12 @@ def init_from_registry(model, model_id: str, method: str) -> int:
         loaded = store.load(model_id, method)
     except OSError as e:
         raise SystemExit(f"--init: {e}")
-    model.load_state_dict(loaded.net.state_dict(), strict=True)  # copies: the cached net stays untouched
+    if model.config == loaded.net.config:
+        model.load_state_dict(loaded.net.state_dict(), strict=True)  # copies: the cached net stays untouched
+    else:
+        from .nn.widen import widen_into
+
+        widen_into(model, loaded.net.state_dict())
     return int((store.registry()["models"][model_id].get("training") or {}).get("steps") or 0)
 
 
@@ -270,8 +314,8 @@ def _build(args):
     from .nn.models import CAE, GMM
 
     if args.method == "cae":
-        return CAE(args.N or 96, args.M or 128)
-    return GMM(args.N or 64, args.M or 96, Nf=args.Nf or 32)
+        return CAE(args.N or 96, args.M or 128, Na=args.Na)
+    return GMM(args.N or 64, args.M or 96, Nf=args.Nf or 32, Na=args.Na, Nfa=args.Nfa)
 
 
 def _train(args) -> int:
@@ -290,14 +334,14 @@ def _train(args) -> int:
     if args.init and not resuming:
         init_id, init_entry = resolve_init(args.init, args.method)
     if resuming:  # a resumed run keeps its architecture
-        from .nn.models import build
+        from .nn.models import ARCH_KEYS, build
 
         saved = json.loads((run_dir / "checkpoint.json").read_text())["config"]
-        model = build({k: v for k, v in saved.items() if k in ("arch", "N", "M", "K", "lambdas", "Nf")}).to(device)
-    elif init_entry is not None:  # the registered model's architecture
+        model = build({k: v for k, v in saved.items() if k in ARCH_KEYS}).to(device)
+    elif init_entry is not None:  # the registered model's architecture, maybe widened (GROWABLE)
         from .nn.models import build
 
-        model = build(init_entry["config"]).to(device)
+        model = build(widened_config(init_entry["config"], args)).to(device)
     else:
         model = _build(args).to(device)
     # The priors are tiny density models that must track the latents quickly:
@@ -318,6 +362,11 @@ def _train(args) -> int:
         step = init_from_registry(model, init_id, args.method)  # fresh optimiser: no Adam state
         say(f"initialised from {init_id} at step {step}: {command}")
         command, resumes = init_lineage(init_entry, init_id, step, command)
+        if model.config != init_entry["config"]:
+            before, after = _widths(init_entry["config"]), _widths(model.config)
+            resumes[-1]["widened_to"] = {k: v for k, v in after.items() if v != before[k]}
+            widths = " ".join(f"{k}={v}" for k, v in resumes[-1]["widened_to"].items())
+            say(f"widened to {widths} (same function at this step)")
     else:
         resumes = []
     if not step:

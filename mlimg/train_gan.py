@@ -116,13 +116,14 @@ def run_from_train_command(train_args) -> int:
 def load_base(base: str) -> tuple[dict, dict, dict]:
     """(gmm config, gmm state dict, provenance) from a registered gmm id or a gmm run folder."""
     from .nn import store
+    from .nn.models import ARCH_KEYS
 
     folder = Path(base)
     if (folder / "checkpoint.json").exists():
         from safetensors.torch import load as load_bytes
 
         meta = json.loads((folder / "checkpoint.json").read_text())
-        config = {k: meta["config"][k] for k in ("arch", "N", "M", "K", "lambdas", "Nf") if k in meta["config"]}
+        config = {k: meta["config"][k] for k in ARCH_KEYS if k in meta["config"]}
         if config.get("arch") != "gmm":
             raise SystemExit(f"--base {base}: the run's architecture is {config.get('arch')!r}, not gmm")
         data = (folder / "checkpoint.safetensors").read_bytes()  # one read: hash and tensors agree
@@ -145,7 +146,8 @@ def build_from_base(config: dict, state: dict):
     """A GAN whose gmm part is `state` (frozen) and whose generator starts as its g_s."""
     from .nn.gan_models import GAN
 
-    net = GAN(config["N"], config["M"], config.get("K", 3), config["lambdas"], Nf=config.get("Nf"))
+    net = GAN(config["N"], config["M"], config.get("K", 3), config["lambdas"], Nf=config.get("Nf"),
+              Na=config.get("Na"), Nfa=config.get("Nfa"))
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("generator.") for k in missing):
         raise SystemExit(f"--base: not a gmm state dict of this size (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -184,6 +184,89 @@ def test_init_from_exported_weights_continues_the_step_count(tmp_path, monkeypat
     assert "ignored" in (tmp_path / "b" / "train.log").read_text()
 
 
+def test_widened_analysis_computes_the_same_function_then_trains_apart():
+    """nn/widen.py: a gmm whose analysis is widened from a trained one gives the same latents,
+    rates and reconstructions; one training step then changes the zero blocks (new channels
+    start to feed old ones). Shrinking, or another kernel size, is refused."""
+    from mlimg.nn.models import CAE, GMM
+    from mlimg.nn.widen import widen_into
+
+    torch.manual_seed(0)
+    narrow = GMM(8, 8, Nf=4)
+    with torch.no_grad():  # a "trained" state: not the init's symmetric values
+        for p in narrow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    wide = GMM(8, 8, Nf=4, Na=12, Nfa=6)
+    assert wide.config["Na"] == 12 and "Na" not in narrow.config
+    grown = widen_into(wide, narrow.state_dict())
+    assert grown and all(k.startswith("g_a.") for k in grown)
+    x = torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        for position in (0.0, 2.5, 5.0):
+            (bits_n, x_n), (bits_w, x_w) = narrow.estimate(x, position), wide.estimate(x, position)
+            assert torch.allclose(bits_n, bits_w, rtol=1e-5) and torch.allclose(x_n, x_w, atol=1e-5)
+    # a new channel does not yet feed the old ones, but gets a gradient that will open it
+    w = wide.g_a[2].conv1.weight  # ResidualBlockStride(Nfa -> Na): old outputs, new inputs
+    assert torch.count_nonzero(w[:8, 4:]) == 0
+    x_hat, likelihoods = wide(x, 3)
+    ((x_hat - x) ** 2).mean().add(-torch.log2(likelihoods).mean() * 1e-3).backward()
+    assert torch.count_nonzero(w.grad[:8, 4:]) > 0
+    with pytest.raises(ValueError, match="cannot widen"):
+        widen_into(GMM(8, 8, Nf=4), wide.state_dict())
+    cae, wide_cae = CAE(6, 4), CAE(6, 4, Na=10)  # GDN gammas and the plain conv stack
+    widen_into(wide_cae, cae.state_dict())
+    with torch.no_grad():
+        (bits_n, x_n), (bits_w, x_w) = cae.estimate(x, 2.0), wide_cae.estimate(x, 2.0)
+    assert torch.allclose(bits_n, bits_w, rtol=1e-5) and torch.allclose(x_n, x_w, atol=1e-5)
+    with pytest.raises(ValueError, match="not the same architecture"):
+        widen_into(wide, {})
+
+
+def test_init_with_wider_analysis_starts_from_the_registered_model(tmp_path, monkeypatch):
+    """`mlimg train gmm --init ID --Na ... --Nfa ...`: a new run whose analysis is the registered
+    one widened (the config and the lineage say so); export and the codec then use the wide model;
+    --Nfa is refused for cae, and a width below the registered one; cae grows with --N."""
+    import argparse
+    import json
+
+    from mlimg import train
+    from mlimg.nn import store
+
+    monkeypatch.setattr(store, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(store, "REGISTRY", tmp_path / "weights" / "registry.json")
+    monkeypatch.setattr(store, "_loaded", {})
+    data = _synthetic_images(tmp_path / "data")
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+
+    def run(method, out, steps, *extra):
+        args = parser.parse_args([method, "--data", str(data), "--out", str(out), "--steps", str(steps),
+                                  "--crop", "32", "--batch", "2", "--kodak", str(tmp_path / "no-kodak"), *extra])
+        return train.run(args)
+
+    assert run("gmm", tmp_path / "a", 1, "--N", "8", "--M", "8", "--Nf", "4") == 0
+    narrow_id = store.export_checkpoint("gmm", tmp_path / "a")
+    assert run("gmm", tmp_path / "b", 2, "--init", narrow_id, "--Na", "12", "--Nfa", "6") == 0
+    meta = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
+    assert (meta["config"]["Na"], meta["config"]["Nfa"], meta["config"]["N"]) == (12, 6, 8)
+    assert meta["resumes"][-1]["init"] == narrow_id and meta["resumes"][-1]["widened_to"] == {"Na": 12, "Nfa": 6}
+    assert "widened to Na=12 Nfa=6" in (tmp_path / "b" / "train.log").read_text()
+    wide_id = store.export_checkpoint("gmm", tmp_path / "b")
+    net = store.load(wide_id, "gmm").net
+    assert net.g_a[0].conv1.out_channels == 6 and net.config["Na"] == 12
+    with pytest.raises(SystemExit, match="only applies to gmm"):
+        run("cae", tmp_path / "c", 1, "--Nfa", "12")
+    with pytest.raises(SystemExit, match="widening only grows"):
+        run("gmm", tmp_path / "d", 2, "--init", wide_id, "--Na", "10")
+    # cae: --N grows the whole transform pair (the prior is over M, unchanged)
+    assert run("cae", tmp_path / "e", 1, "--N", "6", "--M", "4") == 0
+    cae_id = store.export_checkpoint("cae", tmp_path / "e")
+    assert run("cae", tmp_path / "f", 2, "--init", cae_id, "--N", "10") == 0
+    meta = json.loads((tmp_path / "f" / "checkpoint.json").read_text())
+    assert meta["config"]["N"] == 10 and "Na" not in meta["config"]
+    assert meta["resumes"][-1]["widened_to"] == {"N": 10, "Na": 10}  # the analysis follows N
+
+
 def test_sigterm_stops_training_after_a_step_with_a_checkpoint(tmp_path):
     """`kill PID` on a long run: it checkpoints the step it reached and exits 0 (nothing lost)."""
     import json

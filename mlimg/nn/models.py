@@ -22,6 +22,8 @@ from .layers import (GDN, ResidualBlock, ResidualBlockStride, ResidualBlockUpsam
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483)
 
 STRIDE = 16  # total downsampling factor of the analysis transform
+# The config keys that define a network's architecture (the rest of a run's config is training).
+ARCH_KEYS = ("arch", "N", "M", "K", "lambdas", "Nf", "Na", "Nfa")
 
 
 def level_blend(position: float, levels: int) -> tuple[int, int, float]:
@@ -35,11 +37,16 @@ def level_blend(position: float, levels: int) -> tuple[int, int, float]:
 
 
 class CAE(nn.Module):
-    def __init__(self, N: int = 128, M: int = 128, lambdas=DEFAULT_LAMBDAS):
+    """Na: the analysis transform's width (default N); only the encoder runs it (see GMM)."""
+
+    def __init__(self, N: int = 128, M: int = 128, lambdas=DEFAULT_LAMBDAS, Na: int | None = None):
         super().__init__()
         self.config = {"arch": "cae", "N": N, "M": M, "lambdas": list(lambdas)}
+        Na = Na or N
+        if Na != N:
+            self.config["Na"] = Na
         self.g_a = nn.Sequential(
-            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M),
+            conv(3, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, M),
         )
         self.g_s = nn.Sequential(
             deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
@@ -54,7 +61,7 @@ class CAE(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> "CAE":
-        return cls(config["N"], config["M"], config["lambdas"])
+        return cls(config["N"], config["M"], config["lambdas"], config.get("Na"))
 
     def gains(self, position: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Gain and inverse gain at a continuous level position (at most levels-1).
@@ -103,14 +110,22 @@ class GMM(nn.Module):
     The hyper-synthesis, context and entropy-parameter networks use plain ReLU
     convolutions so that they can be run in fixed-point integers at decode time
     (see spec/methods/gmm.md); analysis and synthesis stay floating point.
+
+    Widths: N (synthesis and hyperprior), Nf (synthesis' last stage), Na and Nfa (the analysis
+    transform's; default N and Nf). Only the encoder runs the analysis, so it may be wider than
+    the synthesis without slowing decoding (nn/widen.py grows a trained one).
     """
 
-    def __init__(self, N: int = 64, M: int = 96, K: int = 3, lambdas=DEFAULT_LAMBDAS, Nf: int | None = None):
+    def __init__(self, N: int = 64, M: int = 96, K: int = 3, lambdas=DEFAULT_LAMBDAS, Nf: int | None = None,
+                 Na: int | None = None, Nfa: int | None = None):
         super().__init__()
         Nf = Nf or N
+        Na, Nfa = Na or N, Nfa or Nf
         self.config = {"arch": "gmm", "N": N, "M": M, "K": K, "lambdas": list(lambdas), "Nf": Nf}
+        if (Na, Nfa) != (N, Nf):  # configs of symmetric models stay as they were
+            self.config.update(Na=Na, Nfa=Nfa)
         self.K, self.M = K, M
-        self.g_a = gmm_analysis(M, N, Nf)
+        self.g_a = gmm_analysis(M, Na, Nfa)
         self.g_s = gmm_synthesis(M, N, Nf)
         self.h_a = nn.Sequential(
             nn.Conv2d(M, N, 3, padding=1), nn.LeakyReLU(),
@@ -137,7 +152,8 @@ class GMM(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> "GMM":
-        return cls(config["N"], config["M"], config["K"], config["lambdas"], config.get("Nf"))
+        return cls(config["N"], config["M"], config["K"], config["lambdas"], config.get("Nf"),
+                   config.get("Na"), config.get("Nfa"))
 
     gains = CAE.gains
 

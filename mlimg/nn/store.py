@@ -147,10 +147,10 @@ def export_checkpoint(method: str, run_dir: Path) -> str:
 
     from safetensors.torch import load_file
 
-    from .models import build
+    from .models import ARCH_KEYS, build
 
     meta = json.loads((run_dir / "checkpoint.json").read_text())
-    config = {k: meta["config"][k] for k in ("arch", "N", "M", "K", "lambdas", "Nf") if k in meta["config"]}
+    config = {k: meta["config"][k] for k in ARCH_KEYS if k in meta["config"]}
     net = build(config)
     tensors = load_file(str(run_dir / "checkpoint.safetensors"))
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
