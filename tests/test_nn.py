@@ -127,18 +127,14 @@ def _synthetic_images(folder, n=3, size=40):
     return folder
 
 
-def test_init_from_exported_weights_continues_the_step_count(tmp_path, monkeypatch):
-    """train -> export -> `--init` in an empty run folder: every exported tensor is restored, the
-    step count continues from the registry, the optimiser is fresh, the lineage records the init;
-    a run folder with a checkpoint ignores --init."""
+@pytest.fixture
+def train_in_tmp(tmp_path, monkeypatch):
+    """An empty weights registry under tmp_path, and run(method, out, steps, *options): the exit
+    code of `mlimg train` on three small synthetic images (no Kodak folder: no evaluation)."""
     import argparse
-    import json
-
-    from safetensors.torch import load_file
 
     from mlimg import train
     from mlimg.nn import store
-    from mlimg.nn.models import build
 
     monkeypatch.setattr(store, "WEIGHTS_DIR", tmp_path / "weights")
     monkeypatch.setattr(store, "REGISTRY", tmp_path / "weights" / "registry.json")
@@ -147,11 +143,28 @@ def test_init_from_exported_weights_continues_the_step_count(tmp_path, monkeypat
     parser = argparse.ArgumentParser()
     train.add_arguments(parser)
 
-    def run(out, steps, *extra):
-        args = parser.parse_args(["cae", "--data", str(data), "--out", str(out), "--steps", str(steps),
-                                  "--N", "4", "--M", "4", "--crop", "16", "--batch", "2",
+    def run(method, out, steps, *extra):
+        args = parser.parse_args([method, "--data", str(data), "--out", str(out), "--steps", str(steps),
                                   "--kodak", str(tmp_path / "no-kodak"), *extra])
-        assert train.run(args) == 0
+        return train.run(args)
+
+    return run
+
+
+def test_init_from_exported_weights_continues_the_step_count(tmp_path, train_in_tmp):
+    """train -> export -> `--init` in an empty run folder: every exported tensor is restored, the
+    step count continues from the registry, the optimiser is fresh, the lineage records the init;
+    a run folder with a checkpoint ignores --init."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from mlimg import train
+    from mlimg.nn import store
+    from mlimg.nn.models import build
+
+    def run(out, steps, *extra):
+        assert train_in_tmp("cae", out, steps, "--N", "4", "--M", "4", "--crop", "16", "--batch", "2", *extra) == 0
 
     run(tmp_path / "a", 2)
     model_id = store.export_checkpoint("cae", tmp_path / "a")
@@ -222,27 +235,16 @@ def test_widened_analysis_computes_the_same_function_then_trains_apart():
         widen_into(wide, {})
 
 
-def test_init_with_wider_analysis_starts_from_the_registered_model(tmp_path, monkeypatch):
+def test_init_with_wider_analysis_starts_from_the_registered_model(tmp_path, train_in_tmp):
     """`mlimg train gmm --init ID --Na ... --Nfa ...`: a new run whose analysis is the registered
     one widened (the config and the lineage say so); export and the codec then use the wide model;
     --Nfa is refused for cae, and a width below the registered one; cae grows with --N."""
-    import argparse
     import json
 
-    from mlimg import train
     from mlimg.nn import store
 
-    monkeypatch.setattr(store, "WEIGHTS_DIR", tmp_path / "weights")
-    monkeypatch.setattr(store, "REGISTRY", tmp_path / "weights" / "registry.json")
-    monkeypatch.setattr(store, "_loaded", {})
-    data = _synthetic_images(tmp_path / "data")
-    parser = argparse.ArgumentParser()
-    train.add_arguments(parser)
-
     def run(method, out, steps, *extra):
-        args = parser.parse_args([method, "--data", str(data), "--out", str(out), "--steps", str(steps),
-                                  "--crop", "32", "--batch", "2", "--kodak", str(tmp_path / "no-kodak"), *extra])
-        return train.run(args)
+        return train_in_tmp(method, out, steps, "--crop", "32", "--batch", "2", *extra)
 
     assert run("gmm", tmp_path / "a", 1, "--N", "8", "--M", "8", "--Nf", "4") == 0
     narrow_id = store.export_checkpoint("gmm", tmp_path / "a")
@@ -254,6 +256,18 @@ def test_init_with_wider_analysis_starts_from_the_registered_model(tmp_path, mon
     wide_id = store.export_checkpoint("gmm", tmp_path / "b")
     net = store.load(wide_id, "gmm").net
     assert net.g_a[0].conv1.out_channels == 6 and net.config["Na"] == 12
+    import io
+
+    from PIL import Image
+
+    import mlimg  # noqa: F401  (registers the plugin)
+
+    original = Image.fromarray(np.random.default_rng(1).integers(0, 256, (20, 28, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    original.save(buf, format="MLIMG", method="gmm", model=wide_id, quality=50)
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        assert decoded.size == original.size and decoded.convert("RGB").getbbox() is not None
     with pytest.raises(SystemExit, match="only applies to gmm"):
         run("cae", tmp_path / "c", 1, "--Nfa", "12")
     with pytest.raises(SystemExit, match="widening only grows"):
