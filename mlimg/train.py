@@ -215,33 +215,29 @@ def resolve_init(model_id: str, method: str) -> tuple[str, dict]:
     return model_id, entry
 
 
-# Widths that `--init` can grow while keeping the registered model's function (nn/widen.py):
-# (key, the synthesis width it defaults to). cae's N is its transforms' width only; gmm's N also
-# sets the hyperprior, whose new channels would change the rate, so gmm grows its analysis only.
-GROWABLE = {"cae": (("N", None), ("Na", "N")), "gmm": (("Na", "N"), ("Nfa", "Nf"))}
-
-
-def widened_config(config: dict, args) -> dict:
-    """The registered config with the GROWABLE widths raised to the values given (--N, --Na,
-    --Nfa); an analysis width equal to its synthesis width is left out, as the models do."""
-    wide = dict(config)
-    keys = GROWABLE.get(config["arch"], ())
-    for key, base in keys:  # bases first: an analysis width the config leaves out follows its new base
-        have = config.get(key, config[base] if base else None)
-        value = getattr(args, key, None)
-        if value is not None and value < have:
-            raise SystemExit(f"--{key} {value}: the registered model already has {have}; widening only grows")
-        wide[key] = value if value is not None else config.get(key, wide[base] if base else have)
-    analysis = [(key, base) for key, base in keys if base]
-    if all(wide[key] == wide[base] for key, base in analysis):
-        for key, _ in analysis:
-            wide.pop(key)
-    return wide
+# Widths that `--init` can grow while keeping the registered model's function (nn/widen.py),
+# each with the width a config that leaves it out means. cae's N is its transforms' width only;
+# gmm's N also sets the hyperprior, whose new channels would change the rate, so gmm grows its
+# analysis only.
+GROWABLE = {"cae": (("N", "N"), ("Na", "N")), "gmm": (("Na", "N"), ("Nfa", "Nf"))}
 
 
 def _widths(config: dict) -> dict:
-    """N, Na, Nfa of a config, the analysis widths filled in where the config leaves them out."""
-    return {"N": config["N"], "Na": config.get("Na", config["N"]), "Nfa": config.get("Nfa", config.get("Nf"))}
+    """The GROWABLE widths of a config, those it leaves out filled in."""
+    return {key: config.get(key, config[base]) for key, base in GROWABLE.get(config["arch"], ())}
+
+
+def widened_config(config: dict, args) -> dict:
+    """The registered config with the GROWABLE widths given (--N, --Na, --Nfa) raised; the model
+    built from it fills in (or leaves out) analysis widths as it does for any config."""
+    wide = dict(config)
+    for key, have in _widths(config).items():
+        value = getattr(args, key, None)
+        if value is not None:
+            if value < have:
+                raise SystemExit(f"--{key} {value}: the registered model already has {have}; widening only grows")
+            wide[key] = value
+    return wide
 
 
 def init_from_registry(model, model_id: str, method: str) -> int:

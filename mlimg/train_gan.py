@@ -146,8 +146,7 @@ def build_from_base(config: dict, state: dict):
     """A GAN whose gmm part is `state` (frozen) and whose generator starts as its g_s."""
     from .nn.gan_models import GAN
 
-    net = GAN(config["N"], config["M"], config.get("K", 3), config["lambdas"], Nf=config.get("Nf"),
-              Na=config.get("Na"), Nfa=config.get("Nfa"))
+    net = GAN.from_config({"K": 3, **config})
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("generator.") for k in missing):
         raise SystemExit(f"--base: not a gmm state dict of this size (missing {missing[:3]}, unexpected {unexpected[:3]})")
