@@ -76,7 +76,7 @@ METHOD_CASES: dict[str, MethodCases] = {
         {"block": 16}, {"subsampling": "4:4:4"}, {"basis": "full"}, {"mode": "rows"},
         {"mode": "rows", "variance": 0.5},
     )),
-    "cae": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE),
+    "cae": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
     "gmm": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
     "gan": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
     "rnn": MethodCases(option_sets=_QUALITY_SPAN + ({"adaptive": False},), large_size=LEARNED_LARGE_SIZE,

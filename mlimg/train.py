@@ -2,7 +2,7 @@
 
 Example (the command recorded beside the shipped weights):
     mlimg train cae --data ../shared/data/bsds500 --out runs/cae
-    mlimg train cae --export runs/cae          # -> mlimg/weights/cae-v1-<sha>.safetensors
+    mlimg train cae --export runs/cae          # -> mlimg/weights/cae-v1-<sha>.safetensors (context tables from --data)
     mlimg train cae --init default --out runs/cae   # new session: continue from the shipped weights
 
 Checkpoints are safetensors (model + Adam moments) plus a JSON file with the
@@ -79,7 +79,11 @@ def run(args) -> int:
     if args.export:
         from .nn import store
 
-        model_id = store.export_checkpoint(args.method, Path(args.export))
+        # cae's version-2 context tables are measured on the training images
+        data = Path(args.data) if args.method == "cae" else None
+        if data is not None and not data.is_dir():
+            raise SystemExit(f"mlimg train cae --export measures its context tables on --data: {data} is not a folder")
+        model_id = store.export_checkpoint(args.method, Path(args.export), data)
         print(f"registered {model_id}")
         return 0
     for key, value in CAE_GMM_DEFAULTS.items():

@@ -23,13 +23,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = {"arch": "cae", "N": 8, "M": 6, "lambdas": [0.001, 0.01, 0.1]}
+TINY_LEVELS = len(TINY["lambdas"])
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A tiny CAE with fixed-seed random weights, registered under a test-only id."""
-    from mlimg.nn import store
-    from mlimg.nn.integer import factorized_freqs
+def _tiny_net():
     from mlimg.nn.models import build
 
     torch.manual_seed(1234)
@@ -37,11 +34,28 @@ def tiny_model(tmp_path_factory):
     with torch.no_grad():  # give the random analysis output a useful scale
         net.g_a[-1].weight.mul_(40.0)
     fit_prior_to_laplace(net.prior)
-    path = tmp_path_factory.mktemp("weights") / "cae-tiny.safetensors"
-    sha = store.save_weights(path, net, {"prior": factorized_freqs(net.prior)}, TINY)
-    store.register("cae-test-tiny", "cae", path, TINY)
-    yield "cae-test-tiny", sha
-    store.unregister("cae-test-tiny")
+    return net.eval()
+
+
+@pytest.fixture(scope="module", params=["context", "factorised"])
+def tiny_model(request, tmp_path_factory):
+    """A tiny CAE with fixed-seed random weights, registered under a test-only id: with
+    context tables measured on a few small images (files use version 2's context-adaptive
+    coding), or with the factorised table only (coding 0)."""
+    from mlimg.nn import store
+    from mlimg.nn.integer import factorized_freqs
+
+    net = _tiny_net()
+    tables = {"prior": factorized_freqs(net.prior)}
+    if request.param == "context":
+        images = [smooth_image(40 + 8 * i, 56, seed=i) for i in range(4)]
+        tables.update(cae_mod.context_tables(net, tables["prior"], images))
+    model_id = f"cae-test-tiny-{request.param}"
+    path = tmp_path_factory.mktemp("weights") / f"{model_id}.safetensors"
+    sha = store.save_weights(path, net, tables, TINY)
+    store.register(model_id, "cae", path, TINY)
+    yield model_id, sha
+    store.unregister(model_id)
 
 
 def fit_prior_to_laplace(prior, steps=60):
@@ -122,7 +136,7 @@ def _encode_chunks(model_id, h=20, w=30):
     codec = codecs.get("cae")
     opts = codec.validate_options("RGB", {"model": model_id, "quality": 50})
     enc = codec.encode(smooth_image(h, w), "RGB", opts)
-    return codec, Header(w, h, "RGB", "cae", 1), enc
+    return codec, Header(w, h, "RGB", "cae", codec.version), enc
 
 
 def test_model_hash_mismatch_is_a_clear_oserror(tiny_model):
@@ -143,16 +157,20 @@ def test_corrupt_payloads_raise_codec_error_naming_the_chunk(tiny_model):
     payload = enc.chunks[0][1]
     bad = [
         payload[:5],  # shorter than the header
-        payload[:1] + b"\x00" + payload[2:],  # reserved byte set to 0 is fine; make quality 0 instead
+        payload[:1] + b"\x02" + payload[2:],  # no such coding
         bytes([0]) + payload[1:],  # quality 0
         payload[:2] + (999).to_bytes(2, "big") + payload[4:],  # latent height inconsistent with image
         payload[:8] + (50).to_bytes(2, "big") + payload[10:],  # channel count differs from model
         payload[:10] + (10**6).to_bytes(4, "big") + payload[14:],  # absurd escape count
         payload[:-1],  # not a whole number of words
     ]
-    for data in bad[2:]:
+    for data in bad:
         with pytest.raises(CodecError, match="LATN"):
             codec.decode(header, [("LATN", data)], model=model)
+    # version 1 knows coding 0 only
+    old = Header(header.width, header.height, "RGB", "cae", 1)
+    with pytest.raises(CodecError, match="coding byte is 1; method version 1 allows 0"):
+        codec.decode(old, [("LATN", payload[:1] + b"\x01" + payload[2:])], model=model)
     with pytest.raises(CodecError, match="LATN"):
         codec.decode(header, [], model=model)
 
@@ -202,7 +220,7 @@ def test_decoder_probability_inputs_are_identical_across_threads_and_float64(tin
             torch.set_num_threads(n_threads)
             loaded.net.to(dtype)
             freqs = loaded.tables["prior"]
-            quality, q = cae_mod.unpack_latent(enc.chunks[0][1], header, freqs)
+            quality, q = cae_mod.unpack_latent(enc.chunks[0][1], header, loaded.tables, TINY_LEVELS)
             results.append((freqs_to_probs(freqs), q, factorized_freqs(loaded.net.prior)))
     finally:
         torch.set_num_threads(threads)
@@ -226,3 +244,43 @@ def test_shipped_weights_decode_a_small_image():
     # Loose bounds for early-training weights (1916 steps give 16 dB here): predicting only
     # the mean scores 11 dB on this image and a broken decoder less, so 14 dB still catches them.
     assert psnr(out_high, img) > 14 and len(high) > len(low)
+
+
+def test_files_use_the_models_coding_and_version_1_still_decodes(tiny_model, monkeypatch):
+    """Version 2 writes coding 1 with context tables, 0 without; a version 1 writer (coding 0,
+    quality over the trained levels only) still decodes, and to what it encoded."""
+    from mlimg.nn import store
+
+    codec, header, enc = _encode_chunks(tiny_model[0])
+    has_tables = "context_tables" in store.load(tiny_model[0], "cae").tables
+    assert enc.chunks[0][1][1] == int(has_tables)
+    img = Image.fromarray(smooth_image(24, 40, seed=2))
+    monkeypatch.setattr(cae_mod.CaeCodec, "version", 1)
+    data, out = save_load(img, model=tiny_model[0], quality=40)
+    monkeypatch.undo()
+    again = Image.open(io.BytesIO(data))
+    assert again.info["method_version"] == 1
+    assert np.array_equal(np.asarray(again), np.asarray(out))
+    # version 1's qualities span the trained levels, version 2's two more below them
+    top = TINY_LEVELS - 1
+    assert [cae_mod.gain_position(q, TINY_LEVELS, 1) for q in (1, 100)] == [0, top]
+    assert [cae_mod.gain_position(q, TINY_LEVELS, 2) for q in (1, 100)] == [-2, top]
+    with pytest.raises(CodecError, match="method version 3"):
+        cae_mod.gain_position(50, TINY_LEVELS, 3)
+
+
+def test_context_coded_file_needs_the_models_context_tables(tiny_model):
+    from mlimg.nn import store
+
+    codec, header, enc = _encode_chunks(tiny_model[0])
+    tables = dict(store.load(tiny_model[0], "cae").tables)
+    if "context_tables" not in tables:
+        pytest.skip("the factorised-only model writes coding 0")
+    payload = enc.chunks[0][1]
+    no_context = {"prior": tables["prior"]}
+    with pytest.raises(CodecError, match="no context tables"):
+        cae_mod.unpack_latent(payload, header, no_context, TINY_LEVELS)
+    with pytest.raises(CodecError, match="context tables have shape"):
+        cae_mod.unpack_latent(payload, header, tables, TINY_LEVELS + 1)  # rows for other gain levels
+    quality, q = cae_mod.unpack_latent(payload, header, tables, TINY_LEVELS)
+    assert quality == 50 and q.shape == (TINY["M"], 2, 2)

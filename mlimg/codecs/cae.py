@@ -2,11 +2,13 @@
 Theis et al. 2017), variable rate through gain units (Cui et al. 2021).
 
 Pixels -> analysis network -> latent y (M channels at 1/16 resolution) ->
-multiply by the gain for the chosen quality -> round -> range-code each channel
-with its own integer frequency table (stored in the weights file) -> chunk LATN.
-The decoder reverses the coding bit-exactly (only stored integers decide the
-probabilities), multiplies by the inverse gain and runs the float synthesis
-network (tolerance: rmse + peak). Layout: spec/methods/cae.md.
+multiply by the gain for the chosen quality -> round -> range-code -> chunk LATN.
+Version 2 codes the latent with context-adaptive integer tables measured per gain
+level at export (nn/latent_context.py; 10-20 % fewer bytes), version 1 with one
+factorised table per channel; both tables live in the weights file. The decoder
+reverses the coding bit-exactly (only stored integers decide the probabilities),
+multiplies by the inverse gain and runs the float synthesis network (tolerance:
+rmse + peak). Layout: spec/methods/cae.md.
 """
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ from .factorized import pack_channels, read_escapes, unpack_channels
 
 STRIDE = 16
 _HEAD = struct.Struct(">BBHHHI")  # quality, reserved, latent height, latent width, channels, escape count
+# Gain levels below the lowest trained one that quality 1 reaches (gains extrapolated),
+# per method version.
+LEVELS_BELOW = {1: 0.0, 2: 2.0}
+CODING_FACTORISED, CODING_CONTEXT = 0, 1  # LATN's second byte (version 1: always 0)
+CONTEXT_IMAGES = 200  # training images an export measures the context tables on
 _TILE = 48  # latent positions per tile side (768 px): bounds memory on huge images
 _MARGIN = 4  # latent positions of context around each tile (64 px)
 
@@ -40,11 +47,11 @@ REFINE_OPTION = Option(0, int_in(0, 200), "an integer 0..200: refinement steps a
 
 class CaeCodec(Codec):
     name = "cae"
-    version = 1
+    version = 2  # 2: context-adaptive latent coding; quality spans 2 extrapolated gain levels below the trained ones
     modes = ("L", "RGB", "RGBA")  # RGBA: colour through the network, alpha lossless in ALPH
     needs_model = True
     chunk_specs = (
-        ChunkSpec("LATN", "u8 quality, u8 0, u16 latent h, u16 latent w, u16 channels, u32 n_escapes, "
+        ChunkSpec("LATN", "u8 quality, u8 coding, u16 latent h, u16 latent w, u16 channels, u32 n_escapes, "
                           "n_escapes x i16 escaped values, range-coded symbols (u32 LE words)"),
         ALPHA_CHUNK,
     )
@@ -53,6 +60,7 @@ class CaeCodec(Codec):
         "model": Option(None, optional_str, "None (the installed default) or a registered cae model id"),
         "refine": REFINE_OPTION,
     }
+    bench_points = tuple({"quality": q} for q in (1, 12, 25, 40, 55, 70, 85, 100))
 
     # ------------------------------------------------------------ encode
 
@@ -63,13 +71,16 @@ class CaeCodec(Codec):
         if model_id is None:
             raise ValueError("no cae weights are installed; pass model=<id> of a registered model")
         loaded = store.load(model_id, self.name)
-        net, freqs = loaded.net, loaded.tables["prior"]
+        net = loaded.net
         quality = opts["quality"]
         x = _pad(_to_rgb_float(np.asarray(pixels), mode))
-        position = level_position(quality, net.log_gain.shape[0])
+        position = gain_position(quality, net.log_gain.shape[0], self.version)
         y = encoder_latent(net, x, position, opts.get("refine", 0))
         q = np.clip(np.round(y), -32768, 32767).astype(np.int32)  # (M, lh, lw)
-        payload = _pack_latent(q, quality, freqs)
+        coding = CODING_CONTEXT if self.version >= 2 and "context_tables" in loaded.tables else CODING_FACTORISED
+        if coding == CODING_CONTEXT:
+            check_context_tables(loaded.tables, net.log_gain.shape[0], self.version)
+        payload = _pack_latent(q, quality, loaded.tables, coding)
         chunks = [("LATN", payload)]
         if mode == "RGBA":
             chunks.append(("ALPH", encode_alpha(np.asarray(pixels)[:, :, 3])))
@@ -86,16 +97,16 @@ class CaeCodec(Codec):
         if model is None:
             raise CodecError("cae needs a model reference (MODL chunk) and the file has none")
         loaded = store.load(model[0], self.name, model[1])
-        net, freqs = loaded.net, loaded.tables["prior"]
+        net = loaded.net
         latn = [data for kind, data in chunks if kind == "LATN"]
         if len(latn) != 1:
             raise CodecError(f"chunk 'LATN': expected exactly one, found {len(latn)}")
         alph = [data for kind, data in chunks if kind == "ALPH"]
         if len(alph) != (header.mode == "RGBA"):
             raise CodecError(f"chunk 'ALPH': {len(alph)} found, mode {header.mode} needs {int(header.mode == 'RGBA')}")
-        quality, q = unpack_latent(latn[0], header, freqs)
+        quality, q = unpack_latent(latn[0], header, loaded.tables, net.log_gain.shape[0])
         with torch.inference_mode():
-            _, inv_gain = net.gains(level_position(quality, net.log_gain.shape[0]))
+            _, inv_gain = net.gains(gain_position(quality, net.log_gain.shape[0], header.method_version))
             x = synthesis_tiled(net, q, inv_gain)[: header.height, : header.width]
         out = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
         if header.mode == "L":
@@ -115,30 +126,90 @@ class CaeCodec(Codec):
 # ---------------------------------------------------------------- payload
 
 
-def _pack_latent(q: np.ndarray, quality: int, freqs: np.ndarray) -> bytes:
+def gain_position(quality: int, levels: int, method_version: int) -> float:
+    """The gain level position of `quality` in a file of this method version (`levels` trained)."""
+    below = LEVELS_BELOW.get(method_version)
+    if below is None:
+        raise CodecError(f"method version {method_version} is not one this decoder knows "
+                         f"(known: {', '.join(map(str, LEVELS_BELOW))})")
+    return level_position(quality, levels, below)
+
+
+def _pack_latent(q: np.ndarray, quality: int, tables: dict, coding: int) -> bytes:
     channels, lh, lw = q.shape
-    escaped, stream = pack_channels(q, freqs)
-    head = _HEAD.pack(quality, 0, lh, lw, channels, escaped.size)
+    if coding == CODING_CONTEXT:
+        from ..nn.latent_context import encode_latent, level_tables
+
+        ranges = tables["context_ranges"]
+        escaped, stream = encode_latent(q, level_tables(tables["context_tables"], ranges, quality), ranges)
+    else:
+        escaped, stream = pack_channels(q, tables["prior"])
+    head = _HEAD.pack(quality, coding, lh, lw, channels, escaped.size)
     return head + escaped.astype(">i2").tobytes() + stream
 
 
-def unpack_latent(payload: bytes, header: Header, freqs: np.ndarray) -> tuple[int, np.ndarray]:
-    """LATN payload -> (quality, integer latent (M, lh, lw)); CodecError on any inconsistency."""
+def unpack_latent(payload: bytes, header: Header, tables: dict, levels: int) -> tuple[int, np.ndarray]:
+    """LATN payload -> (quality, integer latent (M, lh, lw)); CodecError on any inconsistency.
+    `levels`: the model's trained gain levels."""
     if len(payload) < _HEAD.size:
         raise CodecError(f"chunk 'LATN': {len(payload)} bytes is shorter than its {_HEAD.size}-byte header")
-    quality, reserved, lh, lw, channels, n_esc = _HEAD.unpack_from(payload)
+    quality, coding, lh, lw, channels, n_esc = _HEAD.unpack_from(payload)
     want_h, want_w = -(-header.height // STRIDE), -(-header.width // STRIDE)
+    freqs = tables["prior"]
     if not 1 <= quality <= 100:
         raise CodecError(f"chunk 'LATN': quality {quality} is outside 1..100")
-    if reserved != 0:
-        raise CodecError(f"chunk 'LATN': reserved byte is {reserved}, must be 0")
+    valid = (CODING_FACTORISED,) if header.method_version < 2 else (CODING_FACTORISED, CODING_CONTEXT)
+    if coding not in valid:
+        raise CodecError(f"chunk 'LATN': coding byte is {coding}; method version {header.method_version} "
+                         f"allows {' or '.join(map(str, valid))}")
     if (lh, lw) != (want_h, want_w):
         raise CodecError(f"chunk 'LATN': latent size {lh}x{lw} does not match the image ({want_h}x{want_w} expected)")
     if channels != freqs.shape[0]:
         raise CodecError(f"chunk 'LATN': {channels} latent channels, the model has {freqs.shape[0]}")
     escaped, body = read_escapes("LATN", payload, _HEAD.size, n_esc, channels * lh * lw)
-    q = unpack_channels("LATN", payload[body:], freqs, lh * lw, escaped)
-    return quality, q.reshape(channels, lh, lw)
+    if coding == CODING_FACTORISED:
+        q = unpack_channels("LATN", payload[body:], freqs, lh * lw, escaped)
+        return quality, q.reshape(channels, lh, lw)
+    from ..nn.latent_context import decode_latent, level_tables
+
+    check_context_tables(tables, levels, header.method_version)
+    ranges = tables["context_ranges"]
+    try:
+        q = decode_latent(payload[body:], escaped, level_tables(tables["context_tables"], ranges, quality),
+                          ranges, (channels, lh, lw))
+    except Exception as exc:  # constriction reports corrupt streams in several ways
+        raise CodecError(f"chunk 'LATN': corrupt range-coded data ({exc})") from None
+    return quality, q
+
+
+def check_context_tables(tables: dict, levels: int, method_version: int) -> None:
+    """CodecError unless the model's context tables fit a file of this method version."""
+    if "context_tables" not in tables or "context_ranges" not in tables:
+        raise CodecError("chunk 'LATN': context-adaptive coding, but the model has no context tables")
+    from ..nn.latent_context import CONTEXTS
+
+    rows = levels + int(LEVELS_BELOW[method_version])
+    ranges = tables["context_ranges"]
+    want = (rows, CONTEXTS, int((2 * ranges.astype(np.int64) + 2).sum()))
+    if tables["context_tables"].shape != want or ranges.shape != (tables["prior"].shape[0],) or ranges.min() < 1:
+        raise CodecError(f"the model's context tables have shape {tables['context_tables'].shape}, "
+                         f"a method version {method_version} file needs {want}")
+
+
+def context_tables(net, prior: np.ndarray, images: list[np.ndarray], below: float = LEVELS_BELOW[2]) -> dict:
+    """The tables of version 2's context-adaptive coding (nn/latent_context.py), measured on
+    `images` (uint8 RGB) at every gain level a version-2 quality reaches: the trained levels
+    and `below` extrapolated ones. Export time only."""
+    from ..nn import latent_context as lc
+    from ..nn.integer import freqs_to_probs
+
+    positions = np.arange(-below, net.log_gain.shape[0])
+    latents = [[np.clip(np.round(encoder_latent(net, _pad(img.astype(np.float32) / 255.0), float(p))),
+                        -32768, 32767).astype(np.int16) for img in images] for p in positions]
+    ranges = lc.channel_ranges([q for level in latents for q in level])
+    counts = np.stack([lc.measure_counts(level, ranges) for level in latents])
+    return {"context_tables": lc.tables_from_counts(counts, ranges, freqs_to_probs(prior)),
+            "context_ranges": ranges.astype(np.int32)}
 
 
 # ---------------------------------------------------------------- pixels and tiling

@@ -119,18 +119,28 @@ def save_weights(path: Path, net, tables: dict, config: dict) -> str:
     import torch
 
     tensors = {f"model.{k}": v.detach().float().contiguous().cpu() for k, v in net.state_dict().items()}
-    for name, table in tables.items():
-        tensors[f"cdf.{name}"] = torch.from_numpy(np.ascontiguousarray(table, dtype=np.int32))
+    for name, table in tables.items():  # int32, or uint16 for large tables that fit it
+        dtype = np.uint16 if np.asarray(table).dtype == np.uint16 else np.int32
+        tensors[f"cdf.{name}"] = torch.from_numpy(np.ascontiguousarray(table, dtype=dtype))
     save_file(tensors, str(path), metadata={"config": json.dumps(config)})
     return sha256_file(path)
 
 
-def integer_tables(net) -> dict:
-    """The integer tables a decoder needs beside the float network (computed once, at export)."""
+def integer_tables(net, data: Path | None = None) -> dict:
+    """The integer tables a decoder needs beside the float network (computed once, at export).
+
+    cae with `data` (a folder of training images) also gets the context tables of its
+    version-2 coding, measured on the first CONTEXT_IMAGES of them (sorted by name)."""
     if net.config["arch"] == "cae":
         from .integer import factorized_freqs
 
-        return {"prior": factorized_freqs(net.prior)}
+        tables = {"prior": factorized_freqs(net.prior)}
+        if data is not None:
+            from ..codecs.cae import CONTEXT_IMAGES, context_tables
+            from ..train import load_images
+
+            tables.update(context_tables(net, tables["prior"], load_images(Path(data))[:CONTEXT_IMAGES]))
+        return tables
     if net.config["arch"] in ("gmm", "gan"):  # gan carries its frozen gmm's tables
         from .gmm_entropy import export_tables
 
@@ -138,8 +148,9 @@ def integer_tables(net) -> dict:
     raise ValueError(f"no integer tables for architecture {net.config['arch']!r}")
 
 
-def export_checkpoint(method: str, run_dir: Path) -> str:
-    """Turn a training checkpoint into shipped weights: integer tables, sha256, registry entry.
+def export_checkpoint(method: str, run_dir: Path, data: Path | None = None) -> str:
+    """Turn a training checkpoint into shipped weights: integer tables (cae's context tables
+    measured on `data`, see integer_tables), sha256, registry entry.
 
     The previous default weights of the same method are removed so the package stays small.
     """
@@ -154,7 +165,8 @@ def export_checkpoint(method: str, run_dir: Path) -> str:
     net = build(config)
     tensors = load_file(str(run_dir / "checkpoint.safetensors"))
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    tables = integer_tables(net)
+    net.eval()
+    tables = integer_tables(net, data)
     WEIGHTS_DIR.mkdir(exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=WEIGHTS_DIR, suffix=".tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)
@@ -176,6 +188,10 @@ def export_checkpoint(method: str, run_dir: Path) -> str:
         "training": {"command": meta.get("command"), "resumes": meta.get("resumes", []), "steps": meta["step"],
                      "train_config": meta["config"]},
     }
+    if "context_tables" in tables:
+        from ..codecs.cae import CONTEXT_IMAGES
+
+        reg["models"][model_id]["context_tables"] = {"data": str(data), "images": CONTEXT_IMAGES}
     reg["default"][method] = model_id
     REGISTRY.write_text(json.dumps(reg, indent=1) + "\n")
     return model_id
