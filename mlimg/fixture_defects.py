@@ -228,6 +228,38 @@ def _model_cases(model_methods: dict[str, list[str]]) -> list[Defect]:
             data = SIGNATURE + frame(b"MHDR", header) + modl + end()
             cases.append(Defect(f"xmodel-sha256-mismatch-{method}", f"{method} file whose MODL sha256 is all zeros",
                                 data, "OSError", "sha256"))
+        if method == "cae" and ids:
+            cases += _cae_latent_cases(ids[0])
+    return cases
+
+
+def _cae_latent_cases(model_id: str) -> list[Defect]:
+    """LATN defects of a real cae file (spec/methods/cae.md): unknown coding, context coding
+    in a version 1 file, one escape more than the stream codes."""
+    from .codecs import get
+
+    codec = get("cae")
+    w, h = 24, 16
+    encoded = codec.encode(synth_pixels("RGB", w, h, 77), "RGB", codec.validate_options("RGB", {"model": model_id}))
+    latn = dict(encoded.chunks)["LATN"]
+    name, sha = encoded.model
+    modl = frame(b"MODL", bytes([len(name)]) + name.encode() + sha)
+
+    def cae_file(payload: bytes, version: int = codec.version) -> bytes:
+        header = mhdr(w, h, MODE_CODES["RGB"], method=b"cae", method_version=version)
+        return SIGNATURE + frame(b"MHDR", header) + modl + frame(b"LATN", payload) + end()
+
+    n_esc = struct.unpack_from(">I", latn, 8)[0]
+    one_more = latn[:8] + struct.pack(">I", n_esc + 1) + latn[12 : 12 + 2 * n_esc] + b"\x00\x07" + latn[12 + 2 * n_esc :]
+    cases = [
+        Defect("xcae-latn-unknown-coding", "cae LATN coding byte 2 (0: factorised, 1: context-adaptive)",
+               cae_file(latn[:1] + b"\x02" + latn[2:]), "OSError", "coding byte is 2"),
+        Defect("xcae-latn-escape-count", "cae LATN lists one escaped value more than its stream codes",
+               cae_file(one_more), "OSError", "LATN"),
+    ]
+    if latn[1] == 1:  # the model has context tables: its files use coding 1
+        cases.append(Defect("xcae-latn-context-coding-in-v1", "cae method version 1 file with LATN coding 1 "
+                            "(context-adaptive coding is version 2)", cae_file(latn, 1), "OSError", "method version 1 allows 0"))
     return cases
 
 
