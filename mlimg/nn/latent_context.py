@@ -6,7 +6,8 @@ image a value lies. This model adds what Ballé et al. 2017 got from their conte
 coder, in a form that decodes with a few vectorised calls per channel:
 
 * tables per gain level: the export measures the latents of the trained encoder on
-  training images at each trained level; a quality between two levels interpolates them;
+  training images at each gain position a quality reaches (cae.context_tables); a quality
+  between two of them interpolates their tables;
 * a context per value (`context_ids`): the local activity of the 8 channels coded just
   before (3x3 neighbourhood), and, for the second half of a checkerboard, the magnitudes
   of the four already-decoded neighbours in the same channel;
@@ -26,9 +27,9 @@ ACTIVITY_EDGES = (1, 2, 5, 10, 20, 40)  # activity bucket = number of edges <= a
 NEIGHBOUR_EDGES = (1, 3)  # second checkerboard half: 1 + number of edges <= neighbour sum (1..3)
 CONTEXTS = (len(ACTIVITY_EDGES) + 1) * (len(NEIGHBOUR_EDGES) + 2)  # 7 x 4 = 28
 BAND_ROWS = 8  # latent rows per adaptation band
-INCREMENT = 512  # what one coded value adds to its count (tables sum to < 2**16)
+INCREMENT = 512  # what one coded value adds to its count (a stored row sums to < 2**16)
 TABLE_TOTAL = (1 << 16) - 1  # an exported table row sums to at most this (stored as uint16)
-QUALITY_STEPS = 99  # quality 1..100 spans the trained levels in 99 steps
+QUALITY_STEPS = 99  # quality 1..100 spans the stored rows in 99 steps
 
 
 def to_symbols(q: np.ndarray, r: int) -> np.ndarray:
@@ -89,9 +90,9 @@ def context_ids(activity_bucket: np.ndarray, mags: np.ndarray | None) -> np.ndar
 
 
 def level_tables(tables: np.ndarray, ranges: np.ndarray, quality: int) -> list[np.ndarray]:
-    """Stored tables (L, CONTEXTS, sum of 2 r_c + 2) -> the int64 counts (CONTEXTS, 2 r_c + 2)
-    of each channel c for `quality`: the two trained levels around it, interpolated in
-    integers (every count stays >= 1)."""
+    """Stored tables (P >= 2 rows, CONTEXTS, sum of 2 r_c + 2) -> the int64 counts
+    (CONTEXTS, 2 r_c + 2) of each channel c for `quality`: the two rows around it,
+    interpolated in integers (every count stays >= 1)."""
     levels = tables.shape[0]
     lo, f = divmod((quality - 1) * (levels - 1), QUALITY_STEPS)
     if lo == levels - 1:
@@ -207,7 +208,8 @@ def tables_from_counts(counts: np.ndarray, ranges: np.ndarray, prior_pmf: np.nda
     start = 0
     for c, r in enumerate(np.asarray(ranges, np.int64)):
         width = 2 * int(r) + 2
-        prior = np.concatenate([prior_pmf[c, big_r - r : big_r + r + 1], [prior_pmf[c].sum() - prior_pmf[c, big_r - r : big_r + r + 1].sum()]])
+        inside = prior_pmf[c, big_r - r : big_r + r + 1]
+        prior = np.append(inside, prior_pmf[c].sum() - inside.sum())  # beyond +-r_c: the escape
         p = counts[:, :, start : start + width] + prior_weight * prior / prior.sum()
         p = p / p.sum(axis=-1, keepdims=True)
         out[:, :, start : start + width] = 1 + np.floor(p * (TABLE_TOTAL - width))
