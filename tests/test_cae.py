@@ -254,6 +254,7 @@ def test_files_use_the_models_coding_and_version_1_still_decodes(tiny_model, mon
     codec, header, enc = _encode_chunks(tiny_model[0])
     has_tables = "context_tables" in store.load(tiny_model[0], "cae").tables
     assert enc.chunks[0][1][1] == int(has_tables)
+    assert codec.describe(header, enc.chunks)["latent_coding"] == ("context" if has_tables else "factorised")
     img = Image.fromarray(smooth_image(24, 40, seed=2))
     monkeypatch.setattr(cae_mod.CaeCodec, "version", 1)
     data, out = save_load(img, model=tiny_model[0], quality=40)

@@ -119,7 +119,8 @@ class CaeCodec(Codec):
     def describe(self, header: Header, chunks):
         for kind, data in chunks:
             if kind == "LATN" and len(data) >= _HEAD.size:
-                return {"quality": data[0]}
+                coding = {CODING_FACTORISED: "factorised", CODING_CONTEXT: "context"}.get(data[1], str(data[1]))
+                return {"quality": data[0], "latent_coding": coding}
         return {}
 
 
