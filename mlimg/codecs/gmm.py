@@ -17,7 +17,8 @@ import numpy as np
 
 from .alpha import ALPHA_CHUNK, decode_alpha, encode_alpha
 from .base import ChunkSpec, Codec, CodecError, Encoded, Header, Option, int_in, optional_str
-from .cae import REFINE_OPTION, STRIDE, _pad, _to_rgb_float, encoder_latent, level_position, synthesis_tiled
+from .cae import REFINE_OPTION, STRIDE, _pad, _to_rgb_float, encoder_latent, synthesis_tiled
+from .cae import gain_position as cae_gain_position
 from .factorized import pack_channels, read_escapes, unpack_channels
 
 HYPER_STRIDE = 4  # z is y downsampled twice by 2
@@ -117,12 +118,8 @@ class GmmCodec(Codec):
 
 
 def gain_position(quality: int, levels: int, method_version: int) -> float:
-    """The gain level position of `quality` in a file of this method version (`levels` trained)."""
-    below = LEVELS_BELOW.get(method_version)
-    if below is None:
-        raise CodecError(f"method version {method_version} is not one this decoder knows "
-                         f"(known: {', '.join(map(str, LEVELS_BELOW))})")
-    return level_position(quality, levels, below)
+    """The gain level position of `quality` in a gmm file of this method version (`levels` trained)."""
+    return cae_gain_position(quality, levels, method_version, LEVELS_BELOW)
 
 
 def _entropy_model(loaded):
