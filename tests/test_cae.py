@@ -281,7 +281,7 @@ def test_context_coded_file_needs_the_models_context_tables(tiny_model):
     no_context = {"prior": tables["prior"]}
     with pytest.raises(CodecError, match="no context tables"):
         cae_mod.unpack_latent(payload, header, no_context, TINY_LEVELS)
-    with pytest.raises(CodecError, match="context tables have shape"):
+    with pytest.raises(CodecError, match="do not fit a method version 2 file: context_tables has shape"):
         cae_mod.unpack_latent(payload, header, tables, TINY_LEVELS + 1)  # rows for other gain levels
     quality, q = cae_mod.unpack_latent(payload, header, tables, TINY_LEVELS)
     assert quality == 50 and q.shape == (TINY["M"], 2, 2)

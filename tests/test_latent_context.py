@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from dataclasses import replace
+
 from mlimg.nn import latent_context as lc
 
 pytest.importorskip("constriction")
@@ -18,15 +20,17 @@ def _latent(rng, shape, scale):
     return np.clip(q, -32768, 32767)
 
 
-def _tables(rng, levels, ranges):
-    """Random valid tables: what an export would measure on random latents."""
+def _model(rng, levels, ranges):
+    """A valid context model: what an export would fit and measure on random latents."""
     latents = [_latent(rng, (len(ranges), 9, 11), 2.0) for _ in range(3)]
-    counts = np.stack([lc.measure_counts(latents, ranges) for _ in range(levels)])
+    model = lc.fit_activity(latents, ranges)
+    counts = np.stack([lc.measure_counts(latents, model) for _ in range(levels)])
     centred = np.zeros((len(ranges), 256))  # a factorised prior (values -127..127, escape): flat inside r_c
     for c, r in enumerate(ranges):
         centred[c, 127 - r : 127 + r + 1] = 1.0
         centred[c, 255] = 0.01
-    return lc.tables_from_counts(counts + rng.integers(0, 5, counts.shape), ranges, centred / centred.sum(1, keepdims=True))
+    tables = lc.tables_from_counts(counts + rng.integers(0, 5, counts.shape), ranges, centred / centred.sum(1, keepdims=True))
+    return replace(model, tables=tables)
 
 
 @settings(max_examples=30, deadline=None)
@@ -35,33 +39,39 @@ def _tables(rng, levels, ranges):
 def test_round_trip_any_shape_with_escapes(channels, h, w, quality, scale, seed):
     rng = np.random.default_rng(seed)
     ranges = rng.integers(1, 40, channels)
-    tables = _tables(rng, 4, ranges)
+    model = _model(rng, 4, ranges)
+    assert model.problem(channels, 4) is None
     q = _latent(rng, (channels, h, w), scale)
-    escaped, stream = lc.encode_latent(q, lc.level_tables(tables, ranges, quality), ranges)
+    escaped, stream = lc.encode_latent(q, model, quality)
     assert escaped.size == int((np.abs(q) > ranges[:, None, None]).sum())
-    back = lc.decode_latent(stream, escaped, lc.level_tables(tables, ranges, quality), ranges, q.shape)
+    back = lc.decode_latent(stream, escaped, model, quality, q.shape)
     assert np.array_equal(back, q)
 
 
-def test_adaptation_and_context_save_bits_on_structured_latents():
-    """Latents whose scale varies smoothly across the image and is shared by neighbouring
-    channels: the context model must code them in fewer bytes than without its contexts
-    (all contexts given the same table) and adaptation must not cost."""
+def test_contexts_save_bits_on_structured_latents():
+    """Latents whose scale varies across the image, shared by all channels: the fitted model
+    must code them in fewer bytes than the same tables pooled over contexts."""
     rng = np.random.default_rng(0)
     ranges = np.full(16, 30)
     yy, xx = np.mgrid[:24, :24]
     scale = 0.2 + 6.0 * (xx > 12)  # a flat half and a busy half
     make = lambda: np.round(rng.laplace(0, 1, (16, 24, 24)) * scale).astype(np.int64)
     train = [make() for _ in range(6)]
-    counts = lc.measure_counts(train, ranges)[None].repeat(2, axis=0)
-    flat_prior = np.ones((16, 256)) / 256
-    tables = lc.tables_from_counts(counts, ranges, flat_prior)
+    model = lc.fit_activity(train, ranges)
+    counts = lc.measure_counts(train, model)[None].repeat(2, axis=0)
+    tables = lc.tables_from_counts(counts, ranges, np.ones((16, 256)) / 256)
     pooled = tables.astype(np.int64).sum(axis=1, keepdims=True) // lc.CONTEXTS  # one table for every context
     pooled = np.repeat(np.maximum(pooled, 1), lc.CONTEXTS, axis=1).astype(np.uint16)
     q = make()
-    with_ctx = len(lc.encode_latent(q, lc.level_tables(tables, ranges, 50), ranges)[1])
-    without = len(lc.encode_latent(q, lc.level_tables(pooled, ranges, 50), ranges)[1])
+    with_ctx = len(lc.encode_latent(q, replace(model, tables=tables), 50)[1])
+    without = len(lc.encode_latent(q, replace(model, tables=pooled), 50)[1])
     assert with_ctx < 0.9 * without
+    # the predictor learned the scale: in later channels the busy half sits in higher buckets
+    predictor = lc.ActivityPredictor(model, 24, 24)
+    for c in range(8):
+        predictor.push(c, np.minimum(np.abs(q[c]), 31))
+    bucket = predictor.bucket(8)
+    assert bucket[:, 14:].mean() > bucket[:, :12].mean() + 2
 
 
 def test_level_tables_hit_the_stored_rows_at_the_ends_and_stay_positive():
@@ -90,21 +100,30 @@ def test_contexts_follow_the_spec():
     assert ctx[1, 0] == 12 + 1 + 2
     assert ctx[2, 1] == 12 + 1 + 1  # neighbour (1,1)=2 only
     assert ctx[0, 3] == 12 + 1 + 0
-    tracker = lc.ActivityTracker(3, 4)
-    for c in range(lc.ACTIVITY_CHANNELS + 1):
-        tracker.push(np.full((3, 4), 1 if c == 0 else 0, np.int64))
-    # the first channel's 3x3 sums have left the window of the last 8
-    assert (tracker.bucket() == 0).all()
-    tracker = lc.ActivityTracker(3, 4)
-    tracker.push(np.ones((3, 4), np.int64))
-    assert tracker.total[1, 1] == 9 and tracker.total[0, 0] == 4  # outside counts 0
+
+
+def test_activity_predictor_is_the_specified_integer_sum():
+    """bucket = number of edges <= sum over c' < c of W[c, c'] * log_table[min(box3(m_c'), n - 1)] + W[c, M]."""
+    rng = np.random.default_rng(5)
+    model = lc.ContextModel(ranges=np.array([3, 3, 3]), weights=rng.integers(-5000, 5000, (3, 4)),
+                            edges=np.sort(rng.integers(-3000, 3000, (3, 6)), axis=1), log_table=np.arange(0, 40, 4))
+    mags = [rng.integers(0, 4, (2, 5)) for _ in range(2)]
+    predictor = lc.ActivityPredictor(model, 2, 5)
+    for c, m in enumerate(mags):
+        predictor.push(c, m)
+    box = [np.minimum(lc._box3(m), 9) for m in mags]  # 3x3 sums inside the plane, clamped to the table
+    assert box[0][0, 0] == mags[0][:2, :2].sum()
+    activity = model.weights[2, 0] * model.log_table[box[0]] + model.weights[2, 1] * model.log_table[box[1]] + model.weights[2, 3]
+    expected = (model.edges[2][None, None, :] <= activity[..., None]).sum(-1)
+    assert np.array_equal(predictor.bucket(2), expected)
+    assert (predictor.bucket(0) == (model.edges[0] <= model.weights[0, 3]).sum()).all()  # bias only
 
 
 def test_measure_counts_counts_every_value_once():
     rng = np.random.default_rng(2)
     ranges = np.array([2, 7, 4])
     latents = [_latent(rng, (3, 5, 6), 3.0) for _ in range(2)]
-    counts = lc.measure_counts(latents, ranges)
+    counts = lc.measure_counts(latents, lc.fit_activity(latents, ranges))
     widths = 2 * ranges + 2
     per_channel = np.split(counts, np.cumsum(widths)[:-1], axis=1)
     for c, table in enumerate(per_channel):
@@ -116,10 +135,10 @@ def test_measure_counts_counts_every_value_once():
 def test_corrupt_stream_or_escape_count_is_a_value_error():
     rng = np.random.default_rng(3)
     ranges = np.array([4, 4])
-    tables = _tables(rng, 3, ranges)
+    model = _model(rng, 3, ranges)
     q = _latent(rng, (2, 6, 7), 3.0)
-    escaped, stream = lc.encode_latent(q, lc.level_tables(tables, ranges, 70), ranges)
+    escaped, stream = lc.encode_latent(q, model, 70)
     with pytest.raises(ValueError, match="escape"):
-        lc.decode_latent(stream, np.concatenate([escaped, [99]]), lc.level_tables(tables, ranges, 70), ranges, q.shape)
+        lc.decode_latent(stream, np.concatenate([escaped, [99]]), model, 70, q.shape)
     with pytest.raises(ValueError):
-        lc.decode_latent(stream[:-1], escaped, lc.level_tables(tables, ranges, 70), ranges, q.shape)
+        lc.decode_latent(stream[:-1], escaped, model, 70, q.shape)

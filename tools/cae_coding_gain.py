@@ -18,7 +18,7 @@ from PIL import Image
 from mlimg.codecs import cae
 from mlimg.codecs.factorized import pack_channels
 from mlimg.nn import store
-from mlimg.nn.latent_context import encode_latent, level_tables
+from mlimg.nn.latent_context import ContextModel, encode_latent
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("images", nargs="+", help="Kodak names (kodim01) or paths")
@@ -30,7 +30,7 @@ torch.set_num_threads(2)
 loaded = store.load(store.default_model("cae"), "cae")
 net, tables = loaded.net, loaded.tables
 levels = net.log_gain.shape[0]
-ranges = tables["context_ranges"]
+context = ContextModel.from_tables(tables)
 totals = {}
 for name in args.images:
     path = Path(name) if Path(name).exists() else Path(args.kodak) / f"{name}.png"
@@ -40,7 +40,7 @@ for name in args.images:
         q = np.clip(np.round(y), -32768, 32767).astype(np.int64)
         escaped, stream = pack_channels(q, tables["prior"])
         v1 = len(stream) + 2 * escaped.size
-        escaped, stream = encode_latent(q, level_tables(tables["context_tables"], ranges, quality), ranges)
+        escaped, stream = encode_latent(q, context, quality)
         v2 = len(stream) + 2 * escaped.size
         totals[quality] = totals.get(quality, np.zeros(2)) + (v1, v2)
 for quality, (v1, v2) in totals.items():

@@ -78,9 +78,8 @@ class CaeCodec(Codec):
         y = encoder_latent(net, x, position, opts.get("refine", 0))
         q = np.clip(np.round(y), -32768, 32767).astype(np.int32)  # (M, lh, lw)
         coding = CODING_CONTEXT if self.version >= 2 and "context_tables" in loaded.tables else CODING_FACTORISED
-        if coding == CODING_CONTEXT:
-            check_context_tables(loaded.tables, net.log_gain.shape[0], self.version)
-        payload = _pack_latent(q, quality, loaded.tables, coding)
+        context = context_model(loaded.tables, net.log_gain.shape[0], self.version) if coding == CODING_CONTEXT else None
+        payload = _pack_latent(q, quality, loaded.tables["prior"], context)
         chunks = [("LATN", payload)]
         if mode == "RGBA":
             chunks.append(("ALPH", encode_alpha(np.asarray(pixels)[:, :, 3])))
@@ -137,15 +136,16 @@ def gain_position(quality: int, levels: int, method_version: int, levels_below: 
     return level_position(quality, levels, below)
 
 
-def _pack_latent(q: np.ndarray, quality: int, tables: dict, coding: int) -> bytes:
+def _pack_latent(q: np.ndarray, quality: int, prior: np.ndarray, context=None) -> bytes:
+    """LATN payload: coding 1 with a ContextModel (`context`), else coding 0 with `prior`."""
     channels, lh, lw = q.shape
-    if coding == CODING_CONTEXT:
-        from ..nn.latent_context import encode_latent, level_tables
+    if context is not None:
+        from ..nn.latent_context import encode_latent
 
-        ranges = tables["context_ranges"]
-        escaped, stream = encode_latent(q, level_tables(tables["context_tables"], ranges, quality), ranges)
+        escaped, stream = encode_latent(q, context, quality)
     else:
-        escaped, stream = pack_channels(q, tables["prior"])
+        escaped, stream = pack_channels(q, prior)
+    coding = CODING_FACTORISED if context is None else CODING_CONTEXT
     head = _HEAD.pack(quality, coding, lh, lw, channels, escaped.size)
     return head + escaped.astype(">i2").tobytes() + stream
 
@@ -172,36 +172,38 @@ def unpack_latent(payload: bytes, header: Header, tables: dict, levels: int) -> 
     if coding == CODING_FACTORISED:
         q = unpack_channels("LATN", payload[body:], freqs, lh * lw, escaped)
         return quality, q.reshape(channels, lh, lw)
-    from ..nn.latent_context import decode_latent, level_tables
+    from ..nn.latent_context import decode_latent
 
-    check_context_tables(tables, levels, header.method_version)
-    ranges = tables["context_ranges"]
+    context = context_model(tables, levels, header.method_version)
     try:
-        q = decode_latent(payload[body:], escaped, level_tables(tables["context_tables"], ranges, quality),
-                          ranges, (channels, lh, lw))
+        q = decode_latent(payload[body:], escaped, context, quality, (channels, lh, lw))
     except Exception as exc:  # constriction reports corrupt streams in several ways
         raise CodecError(f"chunk 'LATN': corrupt range-coded data ({exc})") from None
     return quality, q
 
 
-def check_context_tables(tables: dict, levels: int, method_version: int) -> None:
-    """CodecError unless the model's context tables fit a file of this method version."""
-    if "context_tables" not in tables or "context_ranges" not in tables:
+def context_model(tables: dict, levels: int, method_version: int):
+    """The model's ContextModel (nn/latent_context.py), checked against a file of this method
+    version; CodecError when it has none or it does not fit."""
+    from ..nn.latent_context import ContextModel
+
+    model = ContextModel.from_tables(tables)
+    if model is None:
         raise CodecError("chunk 'LATN': context-adaptive coding, but the model has no context tables")
-    from ..nn.latent_context import CONTEXTS
-
-    rows = levels + int(LEVELS_BELOW[method_version])
-    ranges = tables["context_ranges"]
-    want = (rows, CONTEXTS, int((2 * ranges.astype(np.int64) + 2).sum()))
-    if tables["context_tables"].shape != want or ranges.shape != (tables["prior"].shape[0],) or ranges.min() < 1:
-        raise CodecError(f"the model's context tables have shape {tables['context_tables'].shape}, "
-                         f"a method version {method_version} file needs {want}")
+    problem = model.problem(tables["prior"].shape[0], levels + int(LEVELS_BELOW[method_version]))
+    if problem:
+        raise CodecError(f"the model's context tables do not fit a method version {method_version} file: {problem}")
+    return model
 
 
-def context_tables(net, prior: np.ndarray, images: list[np.ndarray], below: float = LEVELS_BELOW[2]) -> dict:
-    """The tables of version 2's context-adaptive coding (nn/latent_context.py), measured on
-    `images` (uint8 RGB) at every gain level a version-2 quality reaches: the trained levels
-    and `below` extrapolated ones. Export time only."""
+def context_tables(net, prior: np.ndarray, images: list[np.ndarray], below: float = LEVELS_BELOW[2],
+                   fit_every: int = 4) -> dict:
+    """The tensors of version 2's context model (nn/latent_context.py), measured on `images`
+    (uint8 RGB) at every gain position a version-2 quality reaches: the trained levels and
+    `below` extrapolated ones. The activity predictor is fitted on every `fit_every`-th
+    image (all positions), the tables counted on all. Export time only."""
+    from dataclasses import replace
+
     from ..nn import latent_context as lc
     from ..nn.integer import freqs_to_probs
 
@@ -209,9 +211,9 @@ def context_tables(net, prior: np.ndarray, images: list[np.ndarray], below: floa
     latents = [[np.clip(np.round(encoder_latent(net, _pad(img.astype(np.float32) / 255.0), float(p))),
                         -32768, 32767).astype(np.int16) for img in images] for p in positions]
     ranges = lc.channel_ranges([q for level in latents for q in level])
-    counts = np.stack([lc.measure_counts(level, ranges) for level in latents])
-    return {"context_tables": lc.tables_from_counts(counts, ranges, freqs_to_probs(prior)),
-            "context_ranges": ranges.astype(np.int32)}
+    model = lc.fit_activity([q for level in latents for q in level[::fit_every]], ranges)
+    counts = np.stack([lc.measure_counts(level, model) for level in latents])
+    return replace(model, tables=lc.tables_from_counts(counts, ranges, freqs_to_probs(prior))).as_tables()
 
 
 # ---------------------------------------------------------------- pixels and tiling

@@ -8,9 +8,10 @@ coder, in a form that decodes with a few vectorised calls per channel:
 * tables per gain level: the export measures the latents of the trained encoder on
   training images at each gain position a quality reaches (cae.context_tables); a quality
   between two of them interpolates their tables;
-* a context per value (`context_ids`): the local activity of the 8 channels coded just
-  before (3x3 neighbourhood), and, for the second half of a checkerboard, the magnitudes
-  of the four already-decoded neighbours in the same channel;
+* a context per value (`context_ids`): the activity predicted for it from the channels
+  coded before (an integer linear model of log-magnitudes in 3x3 neighbourhoods, fitted at
+  export: `ActivityPredictor`), and, for the second half of a checkerboard, the
+  magnitudes of the four already-decoded neighbours in the same channel;
 * adaptation: after each band of 8 latent rows the counts of that band's values grow,
   so the file's own statistics take over from the training ones.
 
@@ -20,12 +21,16 @@ spec/methods/cae.md, "Context-adaptive latent coding".
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-ACTIVITY_CHANNELS = 8  # channels before c whose magnitudes form c's activity
-ACTIVITY_EDGES = (1, 2, 5, 10, 20, 40)  # activity bucket = number of edges <= activity (0..6)
+ACTIVITY_BUCKETS = 7  # activity bucket = number of a channel's 6 edges <= its predicted activity
 NEIGHBOUR_EDGES = (1, 3)  # second checkerboard half: 1 + number of edges <= neighbour sum (1..3)
-CONTEXTS = (len(ACTIVITY_EDGES) + 1) * (len(NEIGHBOUR_EDGES) + 2)  # 7 x 4 = 28
+CONTEXTS = ACTIVITY_BUCKETS * (len(NEIGHBOUR_EDGES) + 2)  # 7 x 4 = 28
+LOG_SCALE = 256  # the log table holds round(LOG_SCALE * ln(1 + v))
+WEIGHT_BITS = 12  # fractional bits of the activity predictor's integer weights
+MAX_WEIGHT = 1 << 20  # |weight| bound: every product sum stays far inside int64
 BAND_ROWS = 8  # latent rows per adaptation band
 INCREMENT = 512  # what one coded value adds to its count (a stored row sums to < 2**16)
 TABLE_TOTAL = (1 << 16) - 1  # an exported table row sums to at most this (stored as uint16)
@@ -62,22 +67,73 @@ def anchor_mask(h: int, w: int) -> np.ndarray:
     return (yy + xx) % 2 == 0
 
 
-class ActivityTracker:
-    """The running 3x3 activity of the last ACTIVITY_CHANNELS channels (coder and decoder)."""
+@dataclass(frozen=True)
+class ContextModel:
+    """The stored integers of the context model (weights file tensors `cdf.context_*`).
 
-    def __init__(self, h: int, w: int):
-        self.boxes: list[np.ndarray] = []
-        self.total = np.zeros((h, w), np.int64)
+    tables (P, CONTEXTS, sum of 2 r_c + 2) uint16: counts per gain position, channel, context;
+    ranges (M,): r_c; weights (M, M + 1): row c predicts channel c's activity from the
+    log-magnitude features of channels 0..c-1 (columns >= c are not used), column M is the
+    bias; edges (M, ACTIVITY_BUCKETS - 1): bucket boundaries per channel; log_table: the
+    feature of a 3x3 magnitude sum v (clamped to its last entry).
+    """
 
-    def bucket(self) -> np.ndarray:
-        return np.searchsorted(np.asarray(ACTIVITY_EDGES), self.total, side="right")
+    ranges: np.ndarray
+    weights: np.ndarray
+    edges: np.ndarray
+    log_table: np.ndarray
+    tables: np.ndarray | None = None
 
-    def push(self, mags: np.ndarray) -> None:
-        box = _box3(mags)
-        self.boxes.append(box)
-        self.total += box
-        if len(self.boxes) > ACTIVITY_CHANNELS:
-            self.total -= self.boxes.pop(0)
+    NAMES = {"tables": "context_tables", "ranges": "context_ranges", "weights": "context_weights",
+             "edges": "context_edges", "log_table": "context_log"}
+
+    @classmethod
+    def from_tables(cls, tables: dict) -> ContextModel | None:
+        """The model in a weights file's integer tables, or None when it has none."""
+        if not all(name in tables for name in cls.NAMES.values()):
+            return None
+        return cls(**{field: np.asarray(tables[name]) for field, name in cls.NAMES.items()})
+
+    def as_tables(self) -> dict:
+        return {name: getattr(self, field) for field, name in self.NAMES.items()}
+
+    def problem(self, channels: int, rows: int) -> str | None:
+        """What makes the model unfit for `channels` latent channels and `rows` gain positions."""
+        widths = 2 * self.ranges.astype(np.int64) + 2
+        shapes = {"ranges": (channels,), "weights": (channels, channels + 1),
+                  "edges": (channels, ACTIVITY_BUCKETS - 1), "tables": (rows, CONTEXTS, int(widths.sum()))}
+        for field, shape in shapes.items():
+            if getattr(self, field).shape != shape:
+                return f"{self.NAMES[field]} has shape {getattr(self, field).shape}, expected {shape}"
+        if self.ranges.min() < 1 or self.log_table.ndim != 1 or self.log_table.size < 1:
+            return "context_ranges or context_log out of range"
+        if np.abs(self.weights.astype(np.int64)).max() > MAX_WEIGHT:
+            return f"context_weights exceed {MAX_WEIGHT}"
+        return None
+
+    def counts(self, quality: int) -> list[np.ndarray]:
+        return level_tables(self.tables, self.ranges, quality)
+
+
+class ActivityPredictor:
+    """Per channel, the activity bucket of every position, predicted from the channels
+    already coded (coder and decoder run it the same way, in int64)."""
+
+    def __init__(self, model: ContextModel, h: int, w: int):
+        self.model = model
+        self.shape = (h, w)
+        self.features = np.zeros((model.weights.shape[0], h * w), np.int64)
+        self.weights = model.weights.astype(np.int64)
+        self.log_table = model.log_table.astype(np.int64)
+
+    def bucket(self, c: int) -> np.ndarray:
+        activity = self.weights[c, :c] @ self.features[:c] + self.weights[c, -1]
+        edges = self.model.edges[c].astype(np.int64)
+        return (edges[:, None] <= activity[None, :]).sum(axis=0).reshape(self.shape)  # how many edges <= it
+
+    def push(self, c: int, mags: np.ndarray) -> None:
+        box = np.minimum(_box3(mags), self.log_table.size - 1)
+        self.features[c] = self.log_table[box].ravel()
 
 
 def context_ids(activity_bucket: np.ndarray, mags: np.ndarray | None) -> np.ndarray:
@@ -102,17 +158,18 @@ def level_tables(tables: np.ndarray, ranges: np.ndarray, quality: int) -> list[n
     return np.split(mixed, np.cumsum(2 * np.asarray(ranges, np.int64) + 2)[:-1], axis=1)
 
 
-def _walk(counts: list[np.ndarray], ranges: np.ndarray, shape: tuple[int, int, int], code) -> None:
+def _walk(model: ContextModel, quality: int, shape: tuple[int, int, int], code) -> None:
     """The coding order shared by coder and decoder: channel by channel; in each, the
     anchors, then the other half; in each half, bands of BAND_ROWS rows, whose symbols
     `code(probabilities (n, S_c), channel, flat positions)` codes or decodes and returns.
     The channel's counts grow by the band's symbols before the next band."""
     channels, h, w = shape
-    activity = ActivityTracker(h, w)
+    counts = model.counts(quality)
+    activity = ActivityPredictor(model, h, w)
     anchors = anchor_mask(h, w)
     for c in range(channels):
-        bucket = activity.bucket()
-        table, r = counts[c], int(ranges[c])
+        bucket = activity.bucket(c)
+        table, r = counts[c], int(model.ranges[c])
         mags = np.zeros((h, w), np.int64)
         for half in (anchors, ~anchors):
             ctx = context_ids(bucket, None if half is anchors else mags).ravel()
@@ -123,14 +180,14 @@ def _walk(counts: list[np.ndarray], ranges: np.ndarray, shape: tuple[int, int, i
                 sym = code(probs[k], c, where)
                 table += INCREMENT * np.bincount(k * table.shape[1] + sym, minlength=table.size).reshape(table.shape)
                 mags.ravel()[where] = magnitudes(sym, r)
-        activity.push(mags)
+        activity.push(c, mags)
 
 
-def encode_latent(q: np.ndarray, counts: list[np.ndarray], ranges: np.ndarray) -> tuple[np.ndarray, bytes]:
-    """Integer latent (M, h, w) -> (escaped values in (c, y, x) order, range-coded stream).
-    `counts` from level_tables (adapted in place)."""
+def encode_latent(q: np.ndarray, model: ContextModel, quality: int) -> tuple[np.ndarray, bytes]:
+    """Integer latent (M, h, w) -> (escaped values in (c, y, x) order, range-coded stream)."""
     from ..entropy import CategoricalWriter
 
+    ranges = model.ranges
     flat = q.reshape(q.shape[0], -1).astype(np.int64)
     symbols = [to_symbols(flat[c], int(r)) for c, r in enumerate(ranges)]
     writer = CategoricalWriter()
@@ -140,12 +197,12 @@ def encode_latent(q: np.ndarray, counts: list[np.ndarray], ranges: np.ndarray) -
         writer.encode_rows(sym, probs)
         return sym
 
-    _walk(counts, ranges, q.shape, code)
+    _walk(model, quality, q.shape, code)
     escaped = np.abs(flat) > np.asarray(ranges, np.int64)[:, None]
     return flat[escaped], writer.finish()
 
 
-def decode_latent(stream: bytes, escaped: np.ndarray, counts: list[np.ndarray], ranges: np.ndarray,
+def decode_latent(stream: bytes, escaped: np.ndarray, model: ContextModel, quality: int,
                   shape: tuple[int, int, int]) -> np.ndarray:
     """Inverse of encode_latent: the latent (M, h, w) int64. ValueError on a malformed
     stream or an escape count that does not match."""
@@ -161,8 +218,8 @@ def decode_latent(stream: bytes, escaped: np.ndarray, counts: list[np.ndarray], 
         out[c, where] = sym
         return sym
 
-    _walk(counts, ranges, shape, code)
-    r = np.asarray(ranges, np.int64)[:, None]
+    _walk(model, quality, shape, code)
+    r = np.asarray(model.ranges, np.int64)[:, None]
     outside = out == 2 * r + 1
     if int(outside.sum()) != escaped.size:
         raise ValueError(f"{int(outside.sum())} escape symbols decoded, the header lists {escaped.size}")
@@ -178,23 +235,25 @@ def channel_ranges(latents: list[np.ndarray], margin: float = 1.25, cap: int = 1
     return np.clip(np.ceil(peak * margin).astype(np.int64), 2, cap)
 
 
-def measure_counts(latents: list[np.ndarray], ranges: np.ndarray) -> np.ndarray:
+def measure_counts(latents: list[np.ndarray], model: ContextModel) -> np.ndarray:
     """Counts (CONTEXTS, sum of 2 r_c + 2) of symbols per channel and context over integer
-    latents (M, h, w) of one gain level: what an export turns into that level's tables."""
+    latents (M, h, w) of one gain level: what an export turns into that level's tables.
+    `model` needs no tables yet."""
+    ranges = model.ranges
     widths = 2 * np.asarray(ranges, np.int64) + 2
     offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
     total = np.zeros((CONTEXTS, int(widths.sum())), np.int64)
     for q in latents:
         _, h, w = q.shape
-        activity = ActivityTracker(h, w)
+        activity = ActivityPredictor(model, h, w)
         anchors = anchor_mask(h, w)
         for c, r in enumerate(ranges):
-            bucket = activity.bucket()
+            bucket = activity.bucket(c)
             sym = to_symbols(q[c].astype(np.int64), int(r))
             mags = magnitudes(sym, int(r))
             ctx = np.where(anchors, context_ids(bucket, None), context_ids(bucket, np.where(anchors, mags, 0)))
             np.add.at(total, (ctx.ravel(), offsets[c] + sym.ravel()), 1)
-            activity.push(mags)
+            activity.push(c, mags)
     return total
 
 
@@ -215,3 +274,35 @@ def tables_from_counts(counts: np.ndarray, ranges: np.ndarray, prior_pmf: np.nda
         out[:, :, start : start + width] = 1 + np.floor(p * (TABLE_TOTAL - width))
         start += width
     return out
+
+
+def fit_activity(latents: list[np.ndarray], ranges: np.ndarray, ridge: float = 1.0) -> ContextModel:
+    """The activity predictor (no tables yet) fitted to integer latents (M, h, w): per
+    channel c, least squares of ln(1 + |q_c|) on the log features of channels 0..c-1,
+    quantised to integers; its edges are the sevenths of its predictions on `latents`."""
+    channels = latents[0].shape[0]
+    ranges = np.asarray(ranges, np.int64)
+    size = 9 * (int(ranges.max()) + 1) + 1  # the largest 3x3 sum of capped magnitudes, + 1
+    log_table = np.round(LOG_SCALE * np.log1p(np.arange(size, dtype=np.float64))).astype(np.int64)
+    rows = []
+    for q in latents:
+        mags = np.stack([magnitudes(to_symbols(q[c].astype(np.int64), int(r)), int(r)) for c, r in enumerate(ranges)])
+        feats = np.stack([log_table[np.minimum(_box3(m), size - 1)] for m in mags]).reshape(channels, -1)
+        rows.append(np.concatenate([feats / LOG_SCALE, np.ones((1, feats.shape[1])),
+                                    np.log1p(mags.reshape(channels, -1))]).T)
+    z = np.concatenate(rows)
+    gram = z.T @ z  # [features, 1, targets]: every channel's normal equations are a block of it
+    weights = np.zeros((channels, channels + 1), np.int64)
+    for c in range(channels):
+        cols = list(range(c)) + [channels]
+        a = gram[np.ix_(cols, cols)] + ridge * np.eye(len(cols))
+        coef = np.linalg.solve(a, gram[cols, channels + 1 + c])
+        weights[c, :c] = np.round(coef[:c] * (1 << WEIGHT_BITS))
+        weights[c, channels] = np.round(coef[c] * (1 << WEIGHT_BITS) * LOG_SCALE)
+    weights = np.clip(weights, -MAX_WEIGHT, MAX_WEIGHT)
+    features = np.round(z[:, :channels] * LOG_SCALE).astype(np.int64)
+    activity = features @ np.tril(weights[:, :channels], -1).T + weights[:, channels]  # (n, M), row c uses c' < c
+    sevenths = np.arange(1, ACTIVITY_BUCKETS) / ACTIVITY_BUCKETS
+    edges = np.quantile(activity, sevenths, axis=0, method="lower").T.astype(np.int64)
+    return ContextModel(ranges=ranges.astype(np.int32), weights=weights.astype(np.int32),
+                        edges=edges.astype(np.int32), log_table=log_table.astype(np.int32))
