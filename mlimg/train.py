@@ -95,13 +95,14 @@ def run(args) -> int:
 # ---------------------------------------------------------------- data
 
 
-def load_images(folder: Path) -> list[np.ndarray]:
+def load_images(folder: Path, limit: int | None = None) -> list[np.ndarray]:
+    """The folder's JPEG/PNG images as RGB arrays, sorted by name; the first `limit` only if given."""
     from PIL import Image
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not files:
         raise SystemExit(f"no training images in {folder}")
-    return [np.asarray(Image.open(p).convert("RGB")) for p in files]
+    return [np.asarray(Image.open(p).convert("RGB")) for p in files[:limit]]
 
 
 def random_batch(images: list[np.ndarray], rng: np.random.Generator, crop: int, batch: int) -> np.ndarray:

@@ -204,7 +204,7 @@ def export(run_dir: Path, data: Path, n_crops: int = 8, n_images: int = 40) -> s
     from .nn.binary_context import prior_counts
     from .nn.rnn_models import RNNCodecNet
     from .codecs.rnn import encode_bits
-    from .train import random_batch
+    from .train import load_images, random_batch
 
     meta = json.loads((run_dir / "checkpoint.json").read_text())
     net = RNNCodecNet(meta["config"])
@@ -212,10 +212,7 @@ def export(run_dir: Path, data: Path, n_crops: int = 8, n_images: int = 40) -> s
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     net.eval()
     # Context prior: bit statistics of the trained encoder on 128x128 training crops.
-    from PIL import Image
-
-    files = sorted(p for p in data.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n_images]
-    images = [np.asarray(Image.open(p).convert("RGB")) for p in files]
+    images = load_images(data, n_images)
     crops = random_batch(images, np.random.default_rng(1234), 128, n_crops)
     planes = []
     with torch.inference_mode():

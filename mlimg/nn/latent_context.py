@@ -167,14 +167,16 @@ def _walk(model: ContextModel, quality: int, shape: tuple[int, int, int], code) 
     counts = model.counts(quality)
     activity = ActivityPredictor(model, h, w)
     anchors = anchor_mask(h, w)
+    # flat positions of each (half, band), the same for every channel
+    bands = [[np.flatnonzero(half[y0 : y0 + BAND_ROWS]) + y0 * w for y0 in range(0, h, BAND_ROWS)]
+             for half in (anchors, ~anchors)]
     for c in range(channels):
         bucket = activity.bucket(c)
         table, r = counts[c], int(model.ranges[c])
         mags = np.zeros((h, w), np.int64)
-        for half in (anchors, ~anchors):
-            ctx = context_ids(bucket, None if half is anchors else mags).ravel()
-            for y0 in range(0, h, BAND_ROWS):
-                where = np.flatnonzero(half[y0 : y0 + BAND_ROWS]) + y0 * w
+        for first, half_bands in zip((True, False), bands):
+            ctx = context_ids(bucket, None if first else mags).ravel()
+            for where in half_bands:
                 k = ctx[where]
                 probs = table / table.sum(axis=1, keepdims=True)
                 sym = code(probs[k], c, where)

@@ -139,7 +139,7 @@ def integer_tables(net, data: Path | None = None) -> dict:
             from ..codecs.cae import CONTEXT_IMAGES, context_tables
             from ..train import load_images
 
-            tables.update(context_tables(net, tables["prior"], load_images(Path(data))[:CONTEXT_IMAGES]))
+            tables.update(context_tables(net, tables["prior"], load_images(Path(data), CONTEXT_IMAGES)))
         return tables
     if net.config["arch"] in ("gmm", "gan"):  # gan carries its frozen gmm's tables
         from .gmm_entropy import export_tables
