@@ -80,7 +80,7 @@ METHOD_CASES: dict[str, MethodCases] = {
     "gmm": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
     "gan": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
     "rnn": MethodCases(option_sets=_QUALITY_SPAN + ({"adaptive": False},), large_size=LEARNED_LARGE_SIZE,
-                       older_versions=(1,)),
+                       older_versions=(1, 2)),
     "lossless": MethodCases(),
 }
 

@@ -96,6 +96,24 @@ def test_one_iter_chunk_per_iteration_and_rate_grows(tiny_model):
     assert [c.type for c in container.parse(save(img, iterations=5)).chunks].count("ITER") == 5
 
 
+@pytest.mark.parametrize("older", [1, 2])
+def test_older_method_versions_still_decode_to_the_same_pixels(tiny_model, monkeypatch, older):
+    """Versions 1 and 2 code each bit plane in one raster pass, version 3 in checkerboard
+    halves: the same bits, other bytes, the same pixels."""
+    img = smooth_image(48, 64, seed=3)
+    options = {"iterations": 4} if older == 1 else {"quality": 60}  # version 1 has no count map
+    current = save(img, **options)
+    monkeypatch.setattr(rnn_mod.RnnCodec, "version", older)
+    old = save(img, **options)
+    monkeypatch.undo()
+    assert old != current
+    with Image.open(io.BytesIO(old)) as im:
+        assert im.info["method_version"] == older
+    with Image.open(io.BytesIO(current)) as im:
+        assert im.info["method_version"] == rnn_mod.RnnCodec.version == 3
+    assert np.array_equal(load(old), load(current))
+
+
 def test_quality_maps_monotonically_onto_1_to_16_iterations():
     its = [rnn_mod.iterations_for_quality(q) for q in range(1, 101)]
     assert its[0] == 1 and its[-1] == 16 and all(a <= b for a, b in zip(its, its[1:]))
@@ -179,21 +197,63 @@ def test_garbage_iteration_data_never_leaks_other_errors(tiny_model, garbage):
 # ---------------------------------------------------------------- the binary context coder
 
 
-@settings(max_examples=20)
-@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**32 - 1), st.booleans())
-def test_context_coder_round_trips(iterations, channels, h, w, seed, use_prior):
+@settings(max_examples=30)
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**32 - 1),
+       st.booleans(), st.booleans(), st.booleans())
+def test_context_coder_round_trips(iterations, channels, h, w, seed, use_prior, split, masked):
     from mlimg.nn.binary_context import ContextCounts, context_count, decode_iteration, encode_iteration
 
     rng = np.random.default_rng(seed)
     bits = rng.integers(0, 2, (iterations, channels, h, w), dtype=np.uint8)
+    block_counts = rng.integers(1, iterations + 1, (h, w)) if masked else None
+    if masked:  # as the encoder writes them: a position past its count has bits 0
+        bits *= (block_counts > np.arange(iterations)[:, None, None])[:, None].astype(np.uint8)
     prior = rng.integers(0, 50, (context_count(channels), 2)) if use_prior else None
-    enc_counts, dec_counts = ContextCounts(channels, prior), ContextCounts(channels, prior)
+    enc_counts, dec_counts = ContextCounts(channels, prior, split), ContextCounts(channels, prior, split)
     prev = None
     for t in range(iterations):
-        data = encode_iteration(t, bits[t], prev, enc_counts)
-        assert np.array_equal(decode_iteration(t, data, bits.shape[1:], prev, dec_counts), bits[t])
+        active = None if block_counts is None else block_counts > t
+        data = encode_iteration(t, bits[t], prev, enc_counts, active)
+        assert np.array_equal(decode_iteration(t, data, bits.shape[1:], prev, dec_counts, active), bits[t])
         prev = bits[t]
     assert np.array_equal(enc_counts.counts, dec_counts.counts)
+    assert np.array_equal(enc_counts.shared, dec_counts.shared)
+
+
+def test_split_contexts_follow_the_spec():
+    """Version 3's phase, position by position as spec/methods/rnn.md words it: 0 on an
+    anchor, else 1 + the 4-neighbours equal to 1 in the same plane (outside: 0; only coded
+    anchors count)."""
+    from mlimg.nn.binary_context import anchor_mask, plane_contexts, split_contexts
+
+    rng = np.random.default_rng(8)
+    bits = rng.integers(0, 2, (2, 3, 7, 9), dtype=np.uint8)
+    active = rng.random((7, 9)) < 0.7
+    coded = anchor_mask(7, 9) & active
+    for t, c in [(0, 0), (1, 2)]:
+        ctx = plane_contexts(t, c, bits[0] if t else None, bits[t])
+        got = split_contexts(ctx, bits[t, c], coded).reshape(7, 9)
+        for y in range(7):
+            for x in range(9):
+                if (y + x) % 2 == 0:
+                    phase = 0
+                else:
+                    near = [(y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)]
+                    phase = 1 + sum(int(bits[t, c, j, i]) for j, i in near
+                                    if 0 <= j < 7 and 0 <= i < 9 and coded[j, i])
+                local = ctx[y * 9 + x]
+                assert got[y, x] == (c * 6 + phase) * 126 + local % 126, (t, c, y, x)
+
+
+def test_split_coding_starts_every_phase_from_the_prior():
+    from mlimg.nn.binary_context import PHASES, SHARED, ContextCounts, context_count
+
+    prior = np.random.default_rng(5).integers(0, 500, (context_count(3), 2))
+    plain, split = ContextCounts(3, prior), ContextCounts(3, prior, split=True)
+    per_phase = split.counts.reshape(3, PHASES, SHARED, 2)
+    for f in range(PHASES):
+        assert np.array_equal(per_phase[:, f], plain.counts.reshape(3, SHARED, 2))
+        assert np.array_equal(split.shared[f * SHARED : (f + 1) * SHARED], plain.shared)
 
 
 def test_context_coder_exploits_redundancy():
@@ -435,15 +495,21 @@ def test_lstm_networks_use_the_module_path():
 def test_context_probabilities_per_plane_equal_the_generic_formula():
     """The per-plane shortcut in ContextCounts.probs gives exactly the specified floats."""
     from mlimg.entropy import probs_from_counts
-    from mlimg.nn.binary_context import SHARED, ContextCounts, context_count, plane_contexts
+    from mlimg.nn.binary_context import (SHARED, ContextCounts, anchor_mask, context_count, plane_contexts,
+                                         split_contexts)
 
     rng = np.random.default_rng(3)
-    counts = ContextCounts(4, rng.integers(0, 300, (context_count(4), 2)))
+    prior = rng.integers(0, 300, (context_count(4), 2))
     bits = rng.integers(0, 2, (2, 4, 13, 11), dtype=np.uint8)
-    for t, c in [(0, 0), (0, 3), (1, 2)]:
-        ctx = plane_contexts(t, c, bits[0] if t else None, bits[t])
-        expected = probs_from_counts(counts.counts[ctx] + counts.shared[ctx % SHARED])
-        assert np.array_equal(counts.probs(ctx), expected)
+    for split in (False, True):
+        counts = ContextCounts(4, prior, split)
+        counts.update(np.arange(counts.counts.shape[0]), rng.integers(0, 2, counts.counts.shape[0]))
+        for t, c in [(0, 0), (0, 3), (1, 2)]:
+            ctx = plane_contexts(t, c, bits[0] if t else None, bits[t])
+            if split:
+                ctx = split_contexts(ctx, bits[t, c], anchor_mask(13, 11))
+            expected = probs_from_counts(counts.counts[ctx] + counts.shared[ctx % (SHARED * (6 if split else 1))])
+            assert np.array_equal(counts.probs(ctx), expected)
 
 
 def test_box_reduce_averages_blocks_like_image_reduce():

@@ -6,9 +6,9 @@ Each iteration codes the residual left by the previous ones: recurrent encoder -
 added to the reconstruction. Method version 2 gives each 16x16 block its own number of
 iterations, chosen by rate-distortion from `quality` (rnn_adaptive.py; map in the `RNNM`
 chunk); `iterations=n`, `adaptive=False` and version 1 files use the same count everywhere.
-The bits of iteration t are range-coded with an adaptive context model (nn/binary_context.py)
-in their own `ITER` chunk, so every prefix of the file that ends at an ITER chunk is a valid,
-coarser image:
+The bits of iteration t are range-coded with an adaptive context model (nn/binary_context.py;
+version 3 codes each plane as two checkerboard halves) in their own `ITER` chunk, so every
+prefix of the file that ends at an ITER chunk is a valid, coarser image:
 a truncated file decodes with ImageFile.LOAD_TRUNCATED_IMAGES, and the decode option
 `iterations=n` decodes only the first n for a fast preview (Pillow's draft() uses it: half
 the iterations, shrunk by 2/4/8). The networks run through nn/rnn_inference.py (fast,
@@ -44,12 +44,14 @@ def quality_for_iterations(n: int) -> int:
 
 class RnnCodec(Codec):
     name = "rnn"
-    version = 2  # 2: per-block iteration counts (RNNM chunk); 1: the same count everywhere
+    # 3: each bit plane coded as checkerboard halves (nn/binary_context.py); 2: per-block
+    # iteration counts (RNNM chunk); 1: the same count everywhere
+    version = 3
     modes = ("L", "RGB", "RGBA")  # RGBA: colour through the network, alpha lossless in ALPH
     needs_model = True
     chunk_specs = (
         ChunkSpec("RNNH", "u8 version 0, u8 bits per latent position, u16 latent h, u16 latent w, u8 iterations"),
-        ChunkSpec("RNNM", "method version 2, optional: u8 map coding 0, range-coded iteration count per block (u32 LE words)"),
+        ChunkSpec("RNNM", "method version 2+, optional: u8 map coding 0, range-coded iteration count per block (u32 LE words)"),
         ChunkSpec("ITER", "u8 iteration index, range-coded bits of that iteration (u32 LE words)"),
         ALPHA_CHUNK,
     )
@@ -93,7 +95,7 @@ class RnnCodec(Codec):
         if bits is None:
             bits = encode_bits(loaded.net, x, n_iter, refine=refine, counts=block_counts)  # (T, C, lh, lw)
         _, channels, lh, lw = bits.shape
-        counts = ContextCounts(channels, loaded.tables.get("context_prior"))
+        counts = ContextCounts(channels, loaded.tables.get("context_prior"), split=self.version >= 3)
         chunks = [("RNNH", _HEAD.pack(0, channels, lh, lw, n_iter))]
         if block_counts is not None:
             chunks.append(("RNNM", bytes([0]) + encode_counts(block_counts, n_iter)))
@@ -127,7 +129,8 @@ class RnnCodec(Codec):
         payloads = _iteration_payloads(chunks, n_iter, truncated)
         if iterations is not None:
             payloads = payloads[:iterations]
-        bits = _decode_bits(payloads, (channels, lh, lw), loaded.tables.get("context_prior"), block_counts)
+        bits = _decode_bits(payloads, (channels, lh, lw), loaded.tables.get("context_prior"), block_counts,
+                            split=header.method_version >= 3)
         rgb = decode_image(loaded.net, bits, lh, lw, counts=block_counts)[: header.height, : header.width]
         out = _pixels(rgb).astype(np.uint8)
         if header.mode == "L":
@@ -227,10 +230,10 @@ def _iteration_payloads(chunks, n_iter: int, truncated: bool) -> list[bytes]:
     return out
 
 
-def _decode_bits(payloads: list[bytes], shape, prior, block_counts=None) -> np.ndarray:
+def _decode_bits(payloads: list[bytes], shape, prior, block_counts=None, split: bool = False) -> np.ndarray:
     from ..nn.binary_context import ContextCounts, decode_iteration
 
-    counts = ContextCounts(shape[0], prior)
+    counts = ContextCounts(shape[0], prior, split)
     bits = np.zeros((len(payloads),) + tuple(shape), np.uint8)
     prev = None
     for t, data in enumerate(payloads):
