@@ -245,6 +245,34 @@ def test_split_contexts_follow_the_spec():
                 assert got[y, x] == (c * 6 + phase) * 126 + local % 126, (t, c, y, x)
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_count_updates_follow_the_specified_rule(split):
+    """ContextCounts.update looks only at the block of rows a plane touches; the spec halves
+    every row of the whole table over 4096 after each plane. Same tables, including a prior
+    with rows over the limit and updates that span several channels."""
+    from mlimg.nn.binary_context import RESCALE, ContextCounts, context_count
+
+    rng = np.random.default_rng(11)
+    prior = rng.integers(0, 40, (context_count(3), 2))
+    prior[5] = (5000, 7)  # over the limit from the start: halved at the first update
+    counts = ContextCounts(3, prior, split)
+    ref_counts, ref_shared = counts.counts.copy(), counts.shared.copy()
+    n = counts.per_channel
+    for step in range(60):
+        if step % 7 == 3:  # across channels
+            ctx = rng.integers(0, 3 * n, 500)
+        else:  # one channel's block, heavily skewed so rows pass the limit
+            c = rng.integers(0, 3)
+            ctx = c * n + rng.integers(0, 4, 3000) * rng.integers(1, 3)
+        bits = rng.integers(0, 2, ctx.size)
+        counts.update(ctx, bits)
+        for table, index in ((ref_counts, ctx * 2 + bits), (ref_shared, (ctx % n) * 2 + bits)):
+            np.add.at(table.reshape(-1), index, 1)
+            big = table.sum(axis=1) > RESCALE
+            table[big] = (table[big] + 1) // 2
+        assert np.array_equal(counts.counts, ref_counts) and np.array_equal(counts.shared, ref_shared), step
+
+
 def test_split_coding_starts_every_phase_from_the_prior():
     from mlimg.nn.binary_context import PHASES, SHARED, ContextCounts, context_count
 

@@ -78,7 +78,11 @@ def split_contexts(ctx: np.ndarray, plane: np.ndarray, coded_anchors: np.ndarray
     ones[:-1] += p[1:]
     ones[:, 1:] += p[:, :-1]
     ones[:, :-1] += p[:, 1:]
-    phase = np.where(anchor_mask(*p.shape), 0, 1 + ones).ravel()
+    return with_phase(ctx, np.where(anchor_mask(*p.shape), 0, 1 + ones).ravel())
+
+
+def with_phase(ctx: np.ndarray, phase) -> np.ndarray:
+    """plane_contexts' contexts -> version-3 contexts with the given phase(s)."""
     return (ctx // SHARED * PHASES + phase) * SHARED + ctx % SHARED
 
 
@@ -123,6 +127,9 @@ class ContextCounts:
         else:
             self.counts = np.zeros((k, 2), np.int64)
             self.shared = np.zeros((self.per_channel, 2), np.int64)
+        # A stored prior may hold rows over RESCALE: the first update then halves them
+        # wherever they are, later ones only look at the rows they touch.
+        self._check_all = bool((self.counts.sum(axis=1) > RESCALE).any())
 
     def probs(self, ctx: np.ndarray) -> np.ndarray:
         from ..entropy import probs_from_counts
@@ -137,8 +144,19 @@ class ContextCounts:
         return probs_from_counts(self.counts[ctx] + self.shared[ctx % n])
 
     def update(self, ctx: np.ndarray, bits: np.ndarray) -> None:
+        """Add the bits to their contexts' counts, then halve every row over RESCALE."""
+        if not ctx.size:
+            return
+        n = self.per_channel
         pair = ctx * 2 + bits  # (context, bit) -> one bincount per table instead of two masked ones
-        for table, index in ((self.counts, pair), (self.shared, pair % (2 * self.per_channel))):
+        counts, index = self.counts, pair
+        lo = int(ctx.min()) // n * n
+        if not self._check_all and ctx.max() < lo + n:
+            # One channel's contexts (a plane): only its rows can grow, and every other row is
+            # already at most RESCALE, so the rule needs only this block (a view).
+            counts, index = self.counts[lo : lo + n], pair - 2 * lo
+        self._check_all = False
+        for table, index in ((counts, index), (self.shared, pair % (2 * n))):
             table += np.bincount(index, minlength=table.size).reshape(table.shape)
             big = table.sum(axis=1) > RESCALE
             if big.any():
@@ -210,8 +228,12 @@ def decode_iteration(t: int, data: bytes, shape: tuple[int, int, int], prev: np.
             where = half.ravel()
             if not where.any():
                 continue
-            # the other half's phases need this plane's decoded anchors (half 0)
-            k = (split_contexts(ctx, bits[c], halves[0]) if counts.split else ctx)[where]
+            if not counts.split:
+                k = ctx[where]
+            elif i == 0:  # the anchors: phase 0
+                k = with_phase(ctx[where], 0)
+            else:  # the other half's phases need this plane's decoded anchors (half 0)
+                k = split_contexts(ctx, bits[c], halves[0])[where]
             symbols = np.asarray(dec.decode(model, np.ascontiguousarray(counts.probs(k))), dtype=np.int32)
             if symbols.size != k.size or symbols.min(initial=0) < 0 or symbols.max(initial=0) > 1:
                 raise ValueError("range decoder returned malformed symbols")
