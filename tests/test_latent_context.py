@@ -119,6 +119,29 @@ def test_activity_predictor_is_the_specified_integer_sum():
     assert (predictor.bucket(0) == (model.edges[0] <= model.weights[0, 3]).sum()).all()  # bias only
 
 
+@pytest.mark.parametrize("log_top", [2000, 2**34])  # 2**34: past float64, inside int64
+def test_activity_predictor_is_exact_with_large_weights(log_top):
+    """Weights at the limit, many channels: float64 when every sum stays below 2**53 (exact
+    in any order), int64 otherwise; the buckets equal a Python-integer computation."""
+    rng = np.random.default_rng(6)
+    m, h, w = 64, 3, 4
+    weights = rng.choice([-lc.MAX_WEIGHT, lc.MAX_WEIGHT], (m, m + 1))
+    log_table = np.linspace(0, log_top, 50).astype(np.int64)
+    model = lc.ContextModel(ranges=np.full(m, 3), weights=weights, log_table=log_table,
+                            edges=np.sort(rng.integers(-2**45, 2**45, (m, 6)), axis=1))
+    predictor = lc.ActivityPredictor(model, h, w)
+    assert predictor.dtype == (np.float64 if log_top == 2000 else np.int64)
+    feats = []
+    for c in range(m - 1):
+        mags = rng.integers(0, 6, (h, w))
+        predictor.push(c, mags)
+        feats.append([int(v) for v in log_table[np.minimum(lc._box3(mags), 49)].ravel()])
+    activity = [sum(int(weights[m - 1, c]) * feats[c][i] for c in range(m - 1)) + int(weights[m - 1, m])
+                for i in range(h * w)]
+    expected = [sum(int(e) <= a for e in model.edges[m - 1]) for a in activity]
+    assert predictor.bucket(m - 1).ravel().tolist() == expected
+
+
 def test_measure_counts_counts_every_value_once():
     rng = np.random.default_rng(2)
     ranges = np.array([2, 7, 4])

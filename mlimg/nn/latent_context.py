@@ -117,17 +117,24 @@ class ContextModel:
 
 class ActivityPredictor:
     """Per channel, the activity bucket of every position, predicted from the channels
-    already coded (coder and decoder run it the same way, in int64)."""
+    already coded (coder and decoder get the same integers).
+
+    The products are integers; when every possible sum stays below 2**53 they are computed
+    as float64 (BLAS, about 3x faster on large images), which is then exact in any
+    summation order; otherwise in int64."""
 
     def __init__(self, model: ContextModel, h: int, w: int):
         self.model = model
         self.shape = (h, w)
-        self.features = np.zeros((model.weights.shape[0], h * w), np.int64)
-        self.weights = model.weights.astype(np.int64)
+        weights = model.weights.astype(np.int64)
         self.log_table = model.log_table.astype(np.int64)
+        bound = int(np.abs(weights).sum(axis=1).max(initial=0)) * int(np.abs(self.log_table).max(initial=0))
+        self.dtype = np.float64 if bound < 2**53 else np.int64
+        self.weights = weights.astype(self.dtype)
+        self.features = np.zeros((weights.shape[0], h * w), self.dtype)
 
     def bucket(self, c: int) -> np.ndarray:
-        activity = self.weights[c, :c] @ self.features[:c] + self.weights[c, -1]
+        activity = (self.weights[c, :c] @ self.features[:c] + self.weights[c, -1]).astype(np.int64)
         edges = self.model.edges[c].astype(np.int64)
         return (edges[:, None] <= activity[None, :]).sum(axis=0).reshape(self.shape)  # how many edges <= it
 
