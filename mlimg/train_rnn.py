@@ -218,7 +218,8 @@ def export(run_dir: Path, data: Path, n_crops: int = 8, n_images: int = 40) -> s
     with torch.inference_mode():
         for crop in crops:
             planes.append(encode_bits(net, crop.transpose(1, 2, 0), 16))
-    tables = {"context_prior": prior_counts(planes)}
+    # one table per coding: method version 1-2 contexts, and version 3's (checkerboard phases)
+    tables = {"context_prior": prior_counts(planes), "context_prior_split": prior_counts(planes, split=True)}
     store.WEIGHTS_DIR.mkdir(exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=store.WEIGHTS_DIR, suffix=".tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)

@@ -284,6 +284,49 @@ def test_split_coding_starts_every_phase_from_the_prior():
         assert np.array_equal(split.shared[f * SHARED : (f + 1) * SHARED], plain.shared)
 
 
+def test_a_version_3_prior_is_used_as_measured():
+    """With `context_prior_split` the counts start from it, the channel-free table from its
+    scaled sum over channels (spec: K3 = P3, S3 = scale(sum over c)); a misfit one is refused."""
+    from mlimg.nn.binary_context import PHASES, SHARED, ContextCounts, _scale, context_count, prior_counts
+
+    rng = np.random.default_rng(9)
+    samples = [rng.integers(0, 2, (3, 2, 5, 7), dtype=np.uint8) for _ in range(2)]
+    split_prior = prior_counts(samples, split=True)
+    assert split_prior.shape == (2 * SHARED * PHASES, 2)
+    # every coded bit is counted once (no row passes PRIOR_TOTAL here, so nothing is scaled)
+    assert split_prior.sum() == sum(s.size for s in samples)
+    counts = ContextCounts(2, prior_counts(samples), split=True, split_prior=split_prior)
+    assert np.array_equal(counts.counts, split_prior)
+    assert np.array_equal(counts.shared, _scale(split_prior.reshape(2, SHARED * PHASES, 2).sum(axis=0)))
+    assert np.array_equal(ContextCounts(2, None, split=False, split_prior=split_prior).counts,
+                          np.zeros((context_count(2), 2)))  # versions 1-2 ignore it
+    with pytest.raises(ValueError, match="split context prior"):
+        ContextCounts(3, None, split=True, split_prior=split_prior)
+
+
+def test_files_code_with_the_models_version_3_prior(tiny_model):
+    """The codec starts version-3 files from the weights' split prior: other bytes than
+    without it, the same pixels; a prior that does not fit the network is a CodecError."""
+    from mlimg.nn import store
+    from mlimg.nn.binary_context import PHASES, SHARED
+
+    img = smooth_image(32, 48, seed=6)
+    plain = save(img, quality=60)
+    plain_pixels = load(plain)  # the prior is part of the weights: decode before changing them
+    tables = store.load(MODEL_ID, "rnn").tables
+    try:
+        tables["context_prior_split"] = np.zeros((8 * SHARED * PHASES, 2), np.int32)
+        tables["context_prior_split"][:, 1] = 60  # "bits are 1": far from this image's bits
+        skewed = save(img, quality=60)
+        assert skewed != plain and len(skewed) > len(plain)
+        assert np.array_equal(load(skewed), plain_pixels)
+        tables["context_prior_split"] = np.zeros((5, 2), np.int32)
+        with pytest.raises(CodecError, match="context prior does not fit"):
+            load(skewed)
+    finally:
+        tables.pop("context_prior_split", None)
+
+
 def test_context_coder_exploits_redundancy():
     from mlimg.nn.binary_context import ContextCounts, encode_iteration, prior_counts
 

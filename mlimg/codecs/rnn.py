@@ -70,7 +70,7 @@ class RnnCodec(Codec):
 
     def encode(self, pixels, mode: str, opts) -> Encoded:
         from ..nn import store
-        from ..nn.binary_context import ContextCounts, encode_iteration
+        from ..nn.binary_context import encode_iteration
 
         model_id = opts.get("model") or store.default_model(self.name)
         if model_id is None:
@@ -95,7 +95,7 @@ class RnnCodec(Codec):
         if bits is None:
             bits = encode_bits(loaded.net, x, n_iter, refine=refine, counts=block_counts)  # (T, C, lh, lw)
         _, channels, lh, lw = bits.shape
-        counts = ContextCounts(channels, loaded.tables.get("context_prior"), split=self.version >= 3)
+        counts = _context_counts(channels, loaded.tables, split=self.version >= 3)
         chunks = [("RNNH", _HEAD.pack(0, channels, lh, lw, n_iter))]
         if block_counts is not None:
             chunks.append(("RNNM", bytes([0]) + encode_counts(block_counts, n_iter)))
@@ -129,7 +129,7 @@ class RnnCodec(Codec):
         payloads = _iteration_payloads(chunks, n_iter, truncated)
         if iterations is not None:
             payloads = payloads[:iterations]
-        bits = _decode_bits(payloads, (channels, lh, lw), loaded.tables.get("context_prior"), block_counts,
+        bits = _decode_bits(payloads, (channels, lh, lw), loaded.tables, block_counts,
                             split=header.method_version >= 3)
         rgb = decode_image(loaded.net, bits, lh, lw, counts=block_counts)[: header.height, : header.width]
         out = _pixels(rgb).astype(np.uint8)
@@ -230,10 +230,21 @@ def _iteration_payloads(chunks, n_iter: int, truncated: bool) -> list[bytes]:
     return out
 
 
-def _decode_bits(payloads: list[bytes], shape, prior, block_counts=None, split: bool = False) -> np.ndarray:
-    from ..nn.binary_context import ContextCounts, decode_iteration
+def _context_counts(channels: int, tables: dict, split: bool):
+    """The adaptive counts a file starts from: the weights' priors for its coding (version 3:
+    `context_prior_split` where the weights have one, else `context_prior` for every phase)."""
+    from ..nn.binary_context import ContextCounts
 
-    counts = ContextCounts(shape[0], prior, split)
+    try:
+        return ContextCounts(channels, tables.get("context_prior"), split, tables.get("context_prior_split"))
+    except ValueError as exc:  # a weights file whose prior does not fit its own network
+        raise CodecError(f"the rnn model's context prior does not fit it: {exc}") from None
+
+
+def _decode_bits(payloads: list[bytes], shape, tables: dict, block_counts=None, split: bool = False) -> np.ndarray:
+    from ..nn.binary_context import decode_iteration
+
+    counts = _context_counts(shape[0], tables, split)
     bits = np.zeros((len(payloads),) + tuple(shape), np.uint8)
     prev = None
     for t, data in enumerate(payloads):

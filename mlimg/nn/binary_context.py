@@ -23,7 +23,8 @@ where the contexts above know least, gain most: Kodak files with the shipped wei
   split context = (c * 6 + phase) * 126 + (context mod 126)       (C * 756 contexts)
 
 Each context holds two integer counts (bit 0, bit 1), initialised from a prior table stored
-in the weights (or zeros; with `split`, every phase starts from the same prior) and
+in the weights (or zeros; with `split`, from the weights' version-3 prior, or where they have
+none every phase from the same version-2 prior) and
 increased after each plane (half-plane with `split`) by its bits; when a context's total
 exceeds RESCALE both counts are halved (integer, rounding up). A second, channel-free table
 (context mod 126, or mod 756 with `split`) is kept the same way; a bit is coded with the sum
@@ -113,11 +114,18 @@ class ContextCounts:
     once. A bit's probability comes from the sum of its two count pairs.
     """
 
-    def __init__(self, channels: int, prior: np.ndarray | None = None, split: bool = False):
+    def __init__(self, channels: int, prior: np.ndarray | None = None, split: bool = False,
+                 split_prior: np.ndarray | None = None):
         self.split = split
         self.per_channel = SHARED * (PHASES if split else 1)
         k = channels * self.per_channel
-        if prior is not None:
+        if split and split_prior is not None:  # version 3 with its own measured prior
+            split_prior = np.asarray(split_prior, dtype=np.int64)
+            if split_prior.shape != (k, 2):
+                raise ValueError(f"split context prior has shape {split_prior.shape}, expected {(k, 2)}")
+            self.counts = split_prior.copy()
+            self.shared = _scale(split_prior.reshape(channels, self.per_channel, 2).sum(axis=0))
+        elif prior is not None:
             prior = np.asarray(prior, dtype=np.int64)
             if prior.shape != (context_count(channels), 2):
                 raise ValueError(f"context prior has shape {prior.shape}, expected {(context_count(channels), 2)}")
@@ -242,17 +250,21 @@ def decode_iteration(t: int, data: bytes, shape: tuple[int, int, int], prev: np.
     return bits
 
 
-def prior_counts(samples: list[np.ndarray]) -> np.ndarray:
+def prior_counts(samples: list[np.ndarray], split: bool = False) -> np.ndarray:
     """Prior table (K, 2) int32 from bit arrays (T, C, h, w): the counts the context model
-    reaches on them, each context scaled down to at most PRIOR_TOTAL observations."""
+    reaches on them (with `split`: version 3's contexts, K = C * 756), each context scaled
+    down to at most PRIOR_TOTAL observations."""
     channels = samples[0].shape[1]
-    total = np.zeros((context_count(channels), 2), np.int64)
+    total = np.zeros((context_count(channels) * (PHASES if split else 1), 2), np.int64)
     for sample in samples:
         prev = None
+        anchors = anchor_mask(*sample.shape[2:])
         for t in range(sample.shape[0]):
             cur = sample[t]
             for c in range(channels):
                 ctx = plane_contexts(t, c, prev, cur)
+                if split:
+                    ctx = split_contexts(ctx, cur[c], anchors)
                 bits = cur[c].ravel()
                 total[:, 1] += np.bincount(ctx[bits == 1], minlength=total.shape[0])
                 total[:, 0] += np.bincount(ctx[bits == 0], minlength=total.shape[0])
