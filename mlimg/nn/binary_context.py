@@ -143,12 +143,13 @@ class ContextCounts:
         from ..entropy import probs_from_counts
 
         n = self.per_channel
-        if ctx.size and ctx.size > n:
-            block = ctx[0] // n * n
-            local = ctx - block
-            if local.min() >= 0 and local.max() < n:  # one channel's contexts (a plane):
-                # the probabilities of its contexts, then a lookup; the same float64 values
-                return probs_from_counts(self.counts[block : block + n] + self.shared)[local]
+        if ctx.size > 64:
+            r0, r1 = int(ctx.min()), int(ctx.max()) + 1
+            block = r0 // n * n
+            if r1 <= block + n:  # one channel's contexts (a plane or half-plane): the
+                # probabilities of the rows they span, then a lookup; the same float64 values
+                rows = self.counts[r0:r1] + self.shared[r0 - block : r1 - block]
+                return probs_from_counts(rows)[ctx - r0]
         return probs_from_counts(self.counts[ctx] + self.shared[ctx % n])
 
     def update(self, ctx: np.ndarray, bits: np.ndarray) -> None:
@@ -157,14 +158,17 @@ class ContextCounts:
             return
         n = self.per_channel
         pair = ctx * 2 + bits  # (context, bit) -> one bincount per table instead of two masked ones
-        counts, index = self.counts, pair
-        lo = int(ctx.min()) // n * n
-        if not self._check_all and ctx.max() < lo + n:
-            # One channel's contexts (a plane): only its rows can grow, and every other row is
-            # already at most RESCALE, so the rule needs only this block (a view).
-            counts, index = self.counts[lo : lo + n], pair - 2 * lo
+        r0, r1 = int(ctx.min()), int(ctx.max()) + 1
+        block = r0 // n * n
+        if not self._check_all and r1 <= block + n:
+            # One channel's contexts (a plane or half-plane): only the rows they span can grow,
+            # and every other row is already at most RESCALE, so the rule needs only those
+            # rows of both tables (views).
+            pairs = ((self.counts[r0:r1], pair - 2 * r0), (self.shared[r0 - block : r1 - block], pair - 2 * r0))
+        else:
+            pairs = ((self.counts, pair), (self.shared, pair % (2 * n)))
         self._check_all = False
-        for table, index in ((counts, index), (self.shared, pair % (2 * n))):
+        for table, index in pairs:
             table += np.bincount(index, minlength=table.size).reshape(table.shape)
             big = table.sum(axis=1) > RESCALE
             if big.any():
