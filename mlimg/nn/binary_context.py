@@ -17,15 +17,16 @@ Method version 3 (`split`) codes each plane in two halves, checkerboard anchors
 ((y + x) even) first, and gives every bit a phase as well: 0 for an anchor, 1 + the number
 of its 4 neighbours in its own plane that are 1 (all anchors, already decoded; outside the
 plane and inactive positions read 0) for the other half. Iterations with few bits per plane,
-where the contexts above know least, gain most: Kodak files with the shipped weights are
-3-20 % smaller at quality 14, 1-10 % at 42, 0.6-5 % at 70 (tools/rnn_split_gain.py).
+where the contexts above know least, gain most: Kodak files with the shipped weights (and
+their version-3 prior) are 4-24 % smaller at quality 14, 1-12 % at 42, 0.7-5.5 % at 70
+(tools/rnn_split_gain.py).
 
   split context = (c * 6 + phase) * 126 + (context mod 126)       (C * 756 contexts)
 
 Each context holds two integer counts (bit 0, bit 1), initialised from a prior table stored
-in the weights (or zeros; with `split`, from the weights' version-3 prior, or where they have
-none every phase from the same version-2 prior) and
-increased after each plane (half-plane with `split`) by its bits; when a context's total
+in the weights (or zeros; with `split`, from the weights' version-3 prior, or where they
+have none every phase from the same version-2 prior) and increased after each plane
+(half-plane with `split`) by its bits; when a context's total
 exceeds RESCALE both counts are halved (integer, rounding up). A second, channel-free table
 (context mod 126, or mod 756 with `split`) is kept the same way; a bit is coded with the sum
 of its two count pairs, so statistics carry over from plane to plane immediately. The range
