@@ -224,6 +224,7 @@ def export(run_dir: Path, data: Path, n_crops: int = 8, n_images: int = 40) -> s
     with tempfile.NamedTemporaryFile(dir=store.WEIGHTS_DIR, suffix=".tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)
     sha = store.save_weights(tmp_path, net, tables, net.config)
+    tmp_path.chmod(0o644)  # NamedTemporaryFile creates 0600 (as store.export_checkpoint does)
     model_id = f"rnn-v1-{sha[:8]}"
     final = store.WEIGHTS_DIR / f"{model_id}.safetensors"
     tmp_path.replace(final)
