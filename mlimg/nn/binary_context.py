@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checkerboard import anchor_mask, cross4
+
 RESCALE = 1 << 12  # halve a context's counts beyond this total: keeps it adaptive
 PRIOR_TOTAL = 64  # a stored prior context is scaled to at most this many observations
 SHARED = 126  # contexts per channel; the channel-free table has this many
@@ -65,22 +67,12 @@ def _neighbour_ones(plane: np.ndarray) -> np.ndarray:
     return s
 
 
-def anchor_mask(h: int, w: int) -> np.ndarray:
-    """The checkerboard anchors of an (h, w) plane: (y + x) even."""
-    return (np.add.outer(np.arange(h), np.arange(w)) % 2) == 0
-
-
 def split_contexts(ctx: np.ndarray, plane: np.ndarray, coded_anchors: np.ndarray) -> np.ndarray:
     """Version-3 contexts (h*w,) of one plane from its plane_contexts `ctx`: the phase is 0
     on the anchors and 1 + the number of 4-neighbours equal to 1 elsewhere, reading `plane`
     (h, w) only at `coded_anchors` (the active anchors): everything else counts as 0."""
-    p = np.where(coded_anchors, plane, 0).astype(np.int32)
-    ones = np.zeros_like(p)
-    ones[1:] += p[:-1]
-    ones[:-1] += p[1:]
-    ones[:, 1:] += p[:, :-1]
-    ones[:, :-1] += p[:, 1:]
-    return with_phase(ctx, np.where(anchor_mask(*p.shape), 0, 1 + ones).ravel())
+    ones = cross4(np.where(coded_anchors, plane, 0).astype(np.int32))
+    return with_phase(ctx, np.where(anchor_mask(*plane.shape), 0, 1 + ones).ravel())
 
 
 def with_phase(ctx: np.ndarray, phase) -> np.ndarray:
@@ -144,7 +136,7 @@ class ContextCounts:
         from ..entropy import probs_from_counts
 
         n = self.per_channel
-        if ctx.size > 64:
+        if ctx.size > 64:  # (for a handful of bits the direct lookup below is cheaper)
             r0, r1 = int(ctx.min()), int(ctx.max()) + 1
             block = r0 // n * n
             if r1 <= block + n:  # one channel's contexts (a plane or half-plane): the

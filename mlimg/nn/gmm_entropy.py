@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checkerboard import anchor_mask
 from .integer import (MEAN_FRAC_BITS, exp_table, factorized_freqs, gaussian_tables, int_matmul,
                       int_softmax, quantize_weights, scale_table, scale_thresholds)
 
@@ -206,8 +207,7 @@ class IntegerEntropyModel:
         the memory of the (elements, 64) probability arrays on huge images.
         """
         _, lh, lw = hyper.shape
-        rows, cols = np.mgrid[0:lh, 0:lw]
-        select = ((rows + cols) % 2 == 0) if anchors else ((rows + cols) % 2 == 1)
+        select = anchor_mask(lh, lw) if anchors else ~anchor_mask(lh, lw)
         pos = np.flatnonzero(select.ravel())
         hyper_flat = hyper.reshape(hyper.shape[0], -1)
         ctx_flat = None

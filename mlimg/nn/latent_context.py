@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checkerboard import anchor_mask, cross4
+
 ACTIVITY_BUCKETS = 7  # activity bucket = number of a channel's 6 edges <= its predicted activity
 NEIGHBOUR_EDGES = (1, 3)  # second checkerboard half: 1 + number of edges <= neighbour sum (1..3)
 CONTEXTS = ACTIVITY_BUCKETS * (len(NEIGHBOUR_EDGES) + 2)  # 7 x 4 = 28
@@ -53,18 +55,6 @@ def _box3(plane: np.ndarray) -> np.ndarray:
     p = np.pad(plane, 1)
     h, w = plane.shape
     return sum(p[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
-
-
-def _cross4(plane: np.ndarray) -> np.ndarray:
-    """Sum of the 4 neighbours inside the plane (outside counts 0)."""
-    p = np.pad(plane, 1)
-    return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
-
-
-def anchor_mask(h: int, w: int) -> np.ndarray:
-    """First checkerboard half: positions with y + x even."""
-    yy, xx = np.mgrid[:h, :w]
-    return (yy + xx) % 2 == 0
 
 
 @dataclass(frozen=True)
@@ -148,7 +138,7 @@ def context_ids(activity_bucket: np.ndarray, mags: np.ndarray | None) -> np.ndar
     other half, with the channel's anchor magnitudes (non-anchors 0), activity * 4 + 1..3."""
     if mags is None:
         return activity_bucket * 4
-    n = _cross4(mags)
+    n = cross4(mags)
     return activity_bucket * 4 + 1 + np.searchsorted(np.asarray(NEIGHBOUR_EDGES), n, side="right")
 
 
