@@ -38,7 +38,8 @@ from construct import (
 )
 
 SIGNATURE = b"\x8bMLI\r\n\x1a\n"
-FORMAT_VERSION = (1, 0)  # (major, minor) this module writes and fully understands
+FORMAT_VERSION = (1, 1)  # (major, minor) this module fully understands; files use the lowest that describes them
+LOOP_FILTER_VERSION = (1, 1)  # the first version with the fLTR chunk
 
 MAX_DIMENSION = 1 << 24  # width and height, each
 MAX_CHUNK_LENGTH = (1 << 31) - 1
@@ -56,12 +57,13 @@ CONTAINER_CHUNKS = {
     "eXIf": "EXIF data (TIFF structure, no 'Exif\\0\\0' prefix), copied unchanged",
     "iCCP": "ICC profile bytes (uncompressed), copied unchanged",
     "xMPt": "XMP packet (UTF-8 XML), copied unchanged",
+    "fLTR": "adaptive loop filter: class layout and integer coefficients applied to the decoded colour channels",
     "MEND": "empty",
 }
 # Pillow info key -> metadata chunk type.
 METADATA_CHUNKS = {"exif": "eXIf", "icc_profile": "iCCP", "xmp": "xMPt"}
 # Chunks that may appear at most once between MHDR and MEND.
-_UNIQUE_CHUNKS = ("MODL", "eXIf", "iCCP", "xMPt")
+_UNIQUE_CHUNKS = ("MODL", "eXIf", "iCCP", "xMPt", "fLTR")
 
 _CHUNK_HEAD_SIZE = 8  # length u32 + type
 _CHUNK_OVERHEAD = 12  # length u32 + type + CRC u32
@@ -133,7 +135,7 @@ class FileHeader:
     mode: str
     method: str
     method_version: int = 1
-    version: tuple[int, int] = FORMAT_VERSION
+    version: tuple[int, int] = (1, 0)  # a file uses 1.1 only when it has a 1.1 chunk (fLTR)
     extension: bytes = b""  # MHDR bytes added by a newer minor version, kept for build(parse(x)) == x
 
     @property

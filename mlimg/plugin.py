@@ -34,6 +34,10 @@ _RATE_KEYS = ("target_bpp", "max_bytes")
 _PILLOW_KEYS = ("format",)
 # Decode keywords the plugin passes itself; users may not set them in decode_options.
 _RESERVED_DECODE_KEYS = ("model", "truncated")
+# Save and decode keyword of the container's adaptive loop filter (fLTR, loop_filter.py).
+LOOP_FILTER_KEY = "loop_filter"
+LOOP_FILTER_CHOICES = ("auto", True, False)
+LOOP_FILTER_MODES = ("L", "RGB", "RGBA")
 
 
 def _accept(prefix: bytes) -> bool:
@@ -50,6 +54,7 @@ class ChunkRoles:
     codec_chunks: list[tuple[str, bytes]] = field(default_factory=list)
     metadata: dict[str, bytes] = field(default_factory=dict)  # Pillow info key -> payload
     model: tuple[str, bytes] | None = None
+    loop_filter: bytes | None = None  # the fLTR payload
     skipped: list[str] = field(default_factory=list)  # unknown ancillary chunk types
 
 
@@ -87,6 +92,8 @@ def sort_chunks(header: container.FileHeader, chunks: list[container.RawChunk], 
             roles.metadata[metadata_types[chunk.type]] = chunk.data
         elif chunk.type == "MODL":
             roles.model = container.parse_model_payload(chunk.data, chunk.offset)
+        elif chunk.type == "fLTR":
+            roles.loop_filter = chunk.data
         elif chunk.type in codec_types:
             roles.codec_chunks.append((chunk.type, chunk.data))
         elif container.is_critical(chunk.type):
@@ -204,6 +211,8 @@ class MlimgImageFile(ImageFile.ImageFile):
                 info[key] = roles.metadata[key]
         if roles.model is not None:
             info["model_id"] = roles.model[0]
+        if roles.loop_filter is not None:
+            info["loop_filter"] = True
         if roles.skipped:
             info["skipped_chunks"] = list(roles.skipped)
         if truncated:
@@ -216,6 +225,13 @@ class MlimgImageFile(ImageFile.ImageFile):
         if self._truncated and not ImageFile.LOAD_TRUNCATED_IMAGES:
             raise OSError(f"image file is truncated: {self._truncated}")
         opts = dict(self.decode_options)
+        use_filter = opts.pop(LOOP_FILTER_KEY, None)
+        if use_filter not in (None, True, False):
+            raise ValueError(f"decode option loop_filter={use_filter!r}; valid: True, False")
+        # The filter was fitted to the whole image at full quality: by default it is left off
+        # when the decode is anything else (a truncated file, a draft, fewer iterations, ...).
+        if use_filter is None:
+            use_filter = not (self._truncated or self._draft is not None or opts)
         _check_decode_options(codec, opts)
         if self._draft is not None:  # the user's own decode options win over the draft's
             opts = {**self._draft[0], **opts}
@@ -235,11 +251,22 @@ class MlimgImageFile(ImageFile.ImageFile):
         pixels = np.asarray(pixels)
         if pixels.shape != shape:
             raise OSError(f"method {header.method!r} decoded shape {pixels.shape}, expected {shape}")
+        if use_filter and self._roles.loop_filter is not None:
+            pixels = _apply_loop_filter(pixels, header.mode, self._roles.loop_filter)
         if self._draft is not None:
             pixels = box_reduce(pixels, self._draft[1])
         if header.mode == "I;16":
             return np.ascontiguousarray(pixels, dtype="<u2").tobytes()
         return np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+
+
+def _apply_loop_filter(pixels: np.ndarray, mode: str, payload: bytes) -> np.ndarray:
+    from . import loop_filter
+
+    if mode not in LOOP_FILTER_MODES:
+        raise container.ContainerError(f"chunk 'fLTR': mode {mode} has no loop filter (only {', '.join(LOOP_FILTER_MODES)})")
+    filt = loop_filter.unpack(payload, 1 if mode == "L" else 3)
+    return loop_filter.apply(pixels, filt)
 
 
 def box_reduce(pixels: np.ndarray, scale: int) -> np.ndarray:
@@ -335,10 +362,41 @@ def _byte_budget(width: int, height: int, target_bpp, max_bytes) -> int | None:
     return None
 
 
+def loop_filter_setting(codec: Codec, mode: str, value) -> str | bool:
+    """The save option loop_filter= resolved for this method and mode; ValueError if invalid."""
+    if value is None:
+        return codec.loop_filter_default if mode in LOOP_FILTER_MODES else False
+    if not any(value is c or (isinstance(c, str) and value == c) for c in LOOP_FILTER_CHOICES):
+        raise ValueError(f"invalid loop_filter={value!r}: valid is None (the method's default), 'auto', True or False")
+    if value is not False and (codec.lossless or mode not in LOOP_FILTER_MODES):
+        raise ValueError(f"loop_filter={value!r}: the loop filter applies to lossy methods in modes "
+                         f"{', '.join(LOOP_FILTER_MODES)}; method {codec.name!r}, mode {mode}")
+    return value
+
+
+def _loop_filter_chunk(codec: Codec, pixels: np.ndarray, mode: str, header: container.FileHeader,
+                       encoded, file_bytes: int, setting) -> tuple[bytes | None, dict[str, Any]]:
+    """Decode what was encoded, as a decoder will, and fit the filter to it (None: it does not pay)."""
+    from . import loop_filter
+
+    opts = {"model": encoded.model} if codec.needs_model else {}
+    decoded = np.asarray(codec.decode(to_codec_header(header), list(encoded.chunks), **opts))
+    choice = loop_filter.choose(decoded, pixels, file_bytes, force=setting is True)
+    if choice is None:
+        return None, {"loop_filter": None}
+    filt = choice.filt
+    return choice.payload, {"loop_filter": {"classes": f"{filt.activity_classes}x{filt.direction_classes}",
+                                            "bytes": len(choice.payload), "gain_db": round(choice.gain_db, 3)}}
+
+
 def encode_file(pixels: np.ndarray, mode: str, method: str, options: dict[str, Any],
-                metadata: list[tuple[str, bytes]] = ()) -> tuple[bytes, dict[str, Any]]:
-    """Encode pixels with a method into a complete .mlimg file; returns (bytes, codec info)."""
+                metadata: list[tuple[str, bytes]] = (), loop_filter=None) -> tuple[bytes, dict[str, Any]]:
+    """Encode pixels with a method into a complete .mlimg file; returns (bytes, codec info).
+
+    loop_filter: None (the method's default), "auto" (an fLTR chunk when it pays), True
+    (always one), False (none)."""
     codec = codecs.get(method)
+    setting = loop_filter_setting(codec, mode, loop_filter)
     opts = codec.validate_options(mode, options)
     encoded = codec.encode(pixels, mode, opts)
     owned = {spec.type for spec in codec.chunk_specs}
@@ -354,10 +412,18 @@ def encode_file(pixels: np.ndarray, mode: str, method: str, options: dict[str, A
         chunks.append(("MODL", container.build_model_payload(*encoded.model)))
     chunks.extend(metadata)
     chunks.extend(encoded.chunks)
-    return container.build(header, chunks), dict(encoded.info)
+    data = container.build(header, chunks)
+    info = dict(encoded.info)
+    if setting:
+        payload, filter_info = _loop_filter_chunk(codec, pixels, mode, header, encoded, len(data), setting)
+        info.update(filter_info)
+        if payload is not None:  # written after the method chunks, so a truncated file loses it first
+            header = container.FileHeader(width, height, mode, method, codec.version, version=container.LOOP_FILTER_VERSION)
+            data = container.build(header, [*chunks, ("fLTR", payload)])
+    return data, info
 
 
-def _encode_within(pixels, mode, method, options, metadata, budget: int):
+def _encode_within(pixels, mode, method, options, metadata, budget: int, loop_filter=None):
     """Highest integer quality 1..100 whose whole file fits the byte budget (bisection)."""
     codec = codecs.get(method)
     if "quality" not in codec.options:
@@ -368,7 +434,7 @@ def _encode_within(pixels, mode, method, options, metadata, budget: int):
 
     def at(quality: int) -> tuple[bytes, dict]:
         if quality not in results:
-            results[quality] = encode_file(pixels, mode, method, {**options, "quality": quality}, metadata)
+            results[quality] = encode_file(pixels, mode, method, {**options, "quality": quality}, metadata, loop_filter)
         return results[quality]
 
     lo, hi = 1, 100
@@ -396,6 +462,7 @@ def _save(im: Image.Image, fp, filename) -> None:
     method = method or DEFAULT_METHOD
     codecs.get(method)  # ValueError naming the valid methods
     budget_keys = {k: info.pop(k, None) for k in _RATE_KEYS}
+    loop_filter = info.pop(LOOP_FILTER_KEY, None)
     for key in _PILLOW_KEYS:
         info.pop(key, None)
     if not (1 <= im.width <= container.MAX_DIMENSION and 1 <= im.height <= container.MAX_DIMENSION):
@@ -405,10 +472,10 @@ def _save(im: Image.Image, fp, filename) -> None:
     pixels = image_pixels(converted)
     budget = _byte_budget(converted.width, converted.height, **budget_keys)
     if budget is None:
-        data, codec_info = encode_file(pixels, converted.mode, method, info, metadata)
+        data, codec_info = encode_file(pixels, converted.mode, method, info, metadata, loop_filter)
         rate = {}
     else:
-        data, codec_info, rate = _encode_within(pixels, converted.mode, method, info, metadata, budget)
+        data, codec_info, rate = _encode_within(pixels, converted.mode, method, info, metadata, budget, loop_filter)
     fp.write(data)
     # What the encoder decided (palette size, chosen quality...) is visible on the saved image.
     im.info.update(codec_info)

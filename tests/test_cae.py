@@ -109,7 +109,8 @@ def test_encoding_is_deterministic(tiny_model):
 
 def test_quality_is_monotone_in_rate(tiny_model):
     img = Image.fromarray(smooth_image(64, 64, seed=3))
-    sizes = [len(save_load(img, model=tiny_model[0], quality=q)[0]) for q in (1, 30, 60, 100)]
+    # the codec's knob; an fLTR chunk adds its own few hundred bytes, chosen per file
+    sizes = [len(save_load(img, model=tiny_model[0], quality=q, loop_filter=False)[0]) for q in (1, 30, 60, 100)]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
 
 

@@ -134,7 +134,7 @@ def _pixel_bound(monkeypatch):
 def _rebuild(parsed: container.MlimgFile, header: container.FileHeader | None = None, chunks=None) -> bytes:
     """A file from a parsed one, CRCs recomputed (framing written by hand: duplicates allowed)."""
     header = header or parsed.header
-    payload = container.build_header_payload(header) if header.version == (1, 0) else None
+    payload = container.build_header_payload(header)
     chunks = parsed.chunks if chunks is None else chunks
     parts = [SIGNATURE, frame(b"MHDR", payload)]
     parts += [frame(c.type.encode(), c.data) for c in chunks]

@@ -119,6 +119,9 @@ class Codec:
     needs_model: bool = False
     # True for methods that reproduce pixels exactly (benchmarked against PNG/WebP/JXL lossless).
     lossless: bool = False
+    # The container's adaptive loop filter (fLTR; plugin save option loop_filter=) when the
+    # save call does not choose: "auto" (written when it pays) or False.
+    loop_filter_default: str | bool = False
     # Save-option sets that trace this method's rate-distortion curve in `mlimg bench`,
     # lowest rate first. Every lossy codec has a "quality" option (1..100, monotone in rate).
     bench_points: tuple[dict[str, Any], ...] = tuple({"quality": q} for q in (5, 15, 30, 50, 70, 85, 95))

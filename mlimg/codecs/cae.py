@@ -60,6 +60,7 @@ class CaeCodec(Codec):
         "model": Option(None, optional_str, "None (the installed default) or a registered cae model id"),
         "refine": REFINE_OPTION,
     }
+    loop_filter_default = "auto"  # fLTR: +0.1-0.8 dB on Kodak (README "Loop filter")
     bench_points = tuple({"quality": q} for q in (1, 12, 25, 40, 55, 70, 85, 100))
 
     # ------------------------------------------------------------ encode

@@ -32,6 +32,7 @@ class GanCodec(GmmCodec):
         "model": Option(None, optional_str, "None (the installed default) or a registered gan model id"),
     }
     # Generative decoding matters at low rates: trace the low half of the quality range more densely.
+    loop_filter_default = False  # a least-squares filter pulls the generator's texture back towards blur
     bench_points = tuple({"quality": q} for q in (1, 8, 16, 25, 35, 50, 70, 85))  # ~0.1..0.5 bpp
 
     def decode(self, header: Header, chunks, model=None, realism=DEFAULT_REALISM):

@@ -78,7 +78,10 @@ def decode_counts(data: bytes, shape: tuple[int, int], iterations: int) -> np.nd
     above = np.full(shape[1], iterations, np.int64)
     out = np.zeros(shape, np.uint8)
     for y in range(shape[0]):
-        row = np.asarray(dec.decode(model, np.ascontiguousarray(probs_from_counts(table[above]))), np.int64)
+        try:
+            row = np.asarray(dec.decode(model, np.ascontiguousarray(probs_from_counts(table[above]))), np.int64)
+        except AssertionError as exc:  # constriction asserts on some garbage streams
+            raise ValueError(f"range-coded map is invalid: {exc}") from None
         if row.size != shape[1] or row.min(initial=0) < 0 or row.max(initial=0) >= iterations:
             raise ValueError("range decoder returned malformed counts")
         out[y] = row + 1
