@@ -212,6 +212,8 @@ def cmd_methods(args) -> int:
         print(f"{name} (version {codec.version}, {kind}{model}) modes: {', '.join(codec.modes)}")
         for key, opt in codec.options.items():
             print(f"    {key}={opt.default!r}  valid: {opt.valid}")
+        if not codec.lossless:
+            print(f"    loop_filter={codec.loop_filter_default!r}  valid: 'auto', True, False (container fLTR chunk)")
         decode_keys = [k for k in accepted_decode_options(codec) or [] if k not in ("model", "truncated")]
         if decode_keys:
             print(f"    decode options (im.decode_options): {', '.join(decode_keys)}")

@@ -96,6 +96,7 @@ def invalid_cases(model_methods: dict[str, list[str]]) -> list[Defect]:
     sig_len = len(SIGNATURE)
     mhdr_end = sig_len + 12 + len(mhdr())
     metadata = frame(b"eXIf", EXIF) + frame(b"iCCP", ICC) + frame(b"xMPt", XMP)
+    fltr, v11 = _filter_payload(3, 2, 3), mhdr(minor=1)
     with_meta = raw_file(metadata)
     cases = [
         # --- signature: not an mlimg file at all
@@ -197,6 +198,20 @@ def invalid_cases(model_methods: dict[str, list[str]]) -> list[Defect]:
                "OSError", "RAWD"),
         Defect("xrawd-missing", "no RAWD chunk at all", SIGNATURE + frame(b"MHDR", mhdr()) + end(), "OSError",
                "RAWD"),
+        # --- the loop filter (spec section 14)
+        Defect("xfltr-version", "fLTR payload version 1", raw_file(frame(b"fLTR", b"\x01" + fltr[1:]), header=v11),
+               "OSError", "version 1 is not supported"),
+        Defect("xfltr-channels", "fLTR for 1 channel in an RGB file", raw_file(frame(b"fLTR", _filter_payload(1, 1, 1)),
+               header=v11), "OSError", "filters 1 colour channel"),
+        Defect("xfltr-duplicate", "fLTR appears twice", raw_file(frame(b"fLTR", fltr) * 2, header=v11), "OSError",
+               "only once"),
+        Defect("xfltr-truncated-coefficients", "fLTR whose coefficient bits end early",
+               raw_file(frame(b"fLTR", fltr[:-4]), header=v11), "OSError", "coefficient data ends"),
+        Defect("xfltr-trailing-bytes", "fLTR with a byte after the coefficients' padding",
+               raw_file(frame(b"fLTR", fltr + b"\x00"), header=v11), "OSError", "data after the coefficients"),
+        Defect("xfltr-16-bit", "fLTR in an I;16 file (the filter is for 8-bit modes)",
+               SIGNATURE + frame(b"MHDR", mhdr(2, 2, MODE_CODES["I;16"], minor=1)) + frame(b"RAWD", bytes(8))
+               + frame(b"fLTR", _filter_payload(1, 1, 1)) + end(), "OSError", "mode I;16 has no loop filter"),
         # --- resource limits
         Defect("xbomb-2p31-pixels", "header claims 65536 x 32768 = 2^31 pixels (decompression bomb)",
                raw_file(header=mhdr(width=1 << 16, height=1 << 15)), "DecompressionBombError", "decompression bomb"),
@@ -207,6 +222,16 @@ def invalid_cases(model_methods: dict[str, list[str]]) -> list[Defect]:
     ]
     cases += _model_cases(model_methods)
     return cases
+
+
+def _filter_payload(channels: int, n_act: int, n_dir: int, zero: bool = False) -> bytes:
+    """A well-formed fLTR payload with small fixed coefficients (or all zeros)."""
+    from . import loop_filter
+
+    shape = (channels, n_act * n_dir, loop_filter.feature_count(channels))
+    coefficients = np.zeros(shape, np.int64) if zero else (np.arange(np.prod(shape)).reshape(shape) % 7 - 3)
+    thresholds = tuple(range(100, 100 * n_act, 100))
+    return loop_filter.pack(loop_filter.LoopFilter(channels, n_act, n_dir, thresholds, coefficients))
 
 
 def _model_cases(model_methods: dict[str, list[str]]) -> list[Defect]:
@@ -271,7 +296,7 @@ class Oddity:
 
 
 def compat_cases() -> list[Oddity]:
-    """Files a 1.0 decoder must accept; each decodes to base_pixels() exactly."""
+    """Files every 1.x decoder must accept; each decodes to base_pixels() exactly."""
     pixels = base_pixels().tobytes()
     head = SIGNATURE + frame(b"MHDR", mhdr())
     third = len(pixels) // 3
@@ -284,8 +309,11 @@ def compat_cases() -> list[Oddity]:
         Oddity("unknown-ancillary-empty", "an empty unknown ancillary chunk", raw_file(frame(b"aBCD", b""))),
         Oddity("unknown-ancillary-odd-case", "ancillary chunk 'qXYZ': only the first letter's case matters",
                raw_file(frame(b"qXYZ", b"\x00" * 7))),
-        Oddity("minor-version-1-1", "format version 1.1 with 4 MHDR extension bytes a 1.0 decoder ignores",
-               raw_file(header=mhdr(minor=1, extension=b"\x00\x00\x00\x2a"))),
+        Oddity("minor-version-1-2", "format version 1.2 with 4 MHDR extension bytes a 1.1 decoder ignores",
+               raw_file(header=mhdr(minor=2, extension=b"\x00\x00\x00\x2a"))),
+        Oddity("loop-filter-zero-before-method-chunks", "format 1.1: an fLTR of all-zero coefficients (4x3 "
+               "classes) before RAWD; decoders accept it anywhere, and zero coefficients change no pixel",
+               raw_file(frame(b"fLTR", _filter_payload(3, 4, 3, zero=True)), header=mhdr(minor=1))),
         Oddity("minor-version-1-255", "format version 1.255, no extension bytes",
                raw_file(header=mhdr(minor=255))),
         Oddity("metadata-after-method-chunks", "eXIf / iCCP / xMPt after RAWD (decoders accept them anywhere)",

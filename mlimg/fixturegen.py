@@ -61,6 +61,8 @@ class MethodCases:
 
 
 _QUALITY_SPAN = ({"quality": 5}, {"quality": 95})
+_FILTER_ON = ({"loop_filter": True},)  # an fLTR chunk (format 1.1) whatever it gains
+_FILTER_BOTH = ({"loop_filter": True}, {"loop_filter": False})  # methods whose default is "auto"
 
 # The one table: per method, the option families beyond the defaults.
 # A registered method missing here gets the defaults plus quality 5 and 95 if it has a quality option.
@@ -68,18 +70,18 @@ METHOD_CASES: dict[str, MethodCases] = {
     "raw": MethodCases(large_size=(97, 61)),  # uncompressed: a big one would only cost bytes
     "kmeans": MethodCases(option_sets=_QUALITY_SPAN + (
         {"k": 2}, {"k": 256}, {"k": "auto"}, {"colorspace": "lab"}, {"dither": True}, {"sample": 256},
-    )),
+    ) + _FILTER_ON),
     "vq": MethodCases(option_sets=_QUALITY_SPAN + (
         {"codebook": 2}, {"block": 2}, {"block": 8}, {"init": "lbg"}, {"init": "random"}, {"mean_removed": True},
-    )),
+    ) + _FILTER_ON),
     "pca": MethodCases(option_sets=_QUALITY_SPAN + (
         {"block": 16}, {"subsampling": "4:4:4"}, {"basis": "full"}, {"mode": "rows"},
         {"mode": "rows", "variance": 0.5},
-    )),
-    "cae": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
-    "gmm": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
+    ) + _FILTER_ON),
+    "cae": MethodCases(option_sets=_QUALITY_SPAN + _FILTER_BOTH, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
+    "gmm": MethodCases(option_sets=_QUALITY_SPAN + _FILTER_BOTH, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
     "gan": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
-    "rnn": MethodCases(option_sets=_QUALITY_SPAN + ({"adaptive": False},), large_size=LEARNED_LARGE_SIZE,
+    "rnn": MethodCases(option_sets=_QUALITY_SPAN + ({"adaptive": False},) + _FILTER_BOTH, large_size=LEARNED_LARGE_SIZE,
                        older_versions=(1, 2)),
     "lossless": MethodCases(),
 }
