@@ -413,7 +413,7 @@ def encode_file(pixels: np.ndarray, mode: str, method: str, options: dict[str, A
     chunks.extend(metadata)
     chunks.extend(encoded.chunks)
     data = container.build(header, chunks)
-    info = dict(encoded.info)
+    info = {**encoded.info, "loop_filter": None}
     if setting:
         payload, filter_info = _loop_filter_chunk(codec, pixels, mode, header, encoded, len(data), setting)
         info.update(filter_info)
