@@ -95,7 +95,7 @@ REAL_DECODER = """
 """
 
 # A few cases of each kind keep the subprocess count small.
-SUBSET = ("valid/raw-L-17x13", "valid/raw-I16-17x13", "valid/raw-RGBA-1x23", "compat/minor-version-1-1",
+SUBSET = ("valid/raw-L-17x13", "valid/raw-I16-17x13", "valid/raw-RGBA-1x23", "compat/minor-version-1-2",
           "invalid/xcrc-RAWD", "invalid/xend-missing", "invalid/xsig-crlf-to-lf")
 
 
