@@ -52,6 +52,18 @@ def save_load(img, method: str, **opts):
     return data, out
 
 
+def decode_pixels(data: bytes, **decode_options) -> np.ndarray:
+    """The pixels of an .mlimg file decoded through Pillow with these decode options."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.decode_options = decode_options
+        im.load()
+        return np.asarray(im)
+
+
 @pytest.fixture(params=MODES)
 def mode(request) -> str:
     return request.param

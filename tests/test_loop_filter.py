@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image, ImageFile
 
-from conftest import smooth_image
+from conftest import decode_pixels, smooth_image
 
 import mlimg  # noqa: F401  (registers the format)
 from mlimg import container, loop_filter as lf
@@ -156,11 +156,7 @@ def save(img, method="pca", **opts) -> bytes:
     return buf.getvalue()
 
 
-def load(data: bytes, **decode_options) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as im:
-        im.decode_options = decode_options
-        im.load()
-        return np.asarray(im)
+load = decode_pixels
 
 
 def strip_filter(data: bytes) -> bytes:
