@@ -220,6 +220,9 @@ def unpack(payload: bytes, channels: int) -> LoopFilter:
         raise bad("activity thresholds are not in non-decreasing order")
     count = channels * n_act * n_dir * feature_count(channels)
     body = payload[pos:]
+    longest = 2 * 31 + 1 + k  # bits of one code with the most leading zeros allowed
+    if len(body) > (count * longest + 7) // 8:  # checked before the body becomes one big integer
+        raise bad(f"{len(body)} bytes of coefficients, more than {count} codes can take (data after the coefficients)")
     value = int.from_bytes(body, "big")
     total = 8 * len(body)
     at = 0

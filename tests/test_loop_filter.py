@@ -105,6 +105,12 @@ def test_malformed_payloads_are_refused_by_name(mutate, message):
         lf.unpack(mutate(_payload()), 3)
 
 
+def test_a_huge_coefficient_body_is_refused_before_it_is_read():
+    payload = _payload() + bytes(10_000_000)
+    with pytest.raises(lf.LoopFilterError, match="more than .* codes can take"):
+        lf.unpack(payload, 3)
+
+
 def test_oversized_coefficient_and_bad_thresholds_are_refused():
     filt = random_filter(np.random.default_rng(1), 1, 3, 1)
     big = filt.coefficients.copy()
