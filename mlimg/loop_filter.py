@@ -89,13 +89,19 @@ def _gradient_sums(z: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarra
     return tuple(sum(g[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) for g in (gh, gv))
 
 
-def _classes(z: np.ndarray, h: int, w: int, thresholds, direction_classes: int) -> np.ndarray:
+def _activity_direction(z: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel of a band: activity H + V, and direction 1 (H > 2V), 2 (V > 2H) or 0."""
     sh, sv = _gradient_sums(z, h, w)
-    cls = np.zeros((h, w), np.int64)
+    direction = np.where(sh > 2 * sv, 1, np.where(sv > 2 * sh, 2, 0)).astype(np.int8)
+    return (sh + sv).astype(np.int32), direction  # activity <= 2 * 9 * 3 * 255: exact in int32
+
+
+def _classes(activity: np.ndarray, direction: np.ndarray, thresholds, direction_classes: int) -> np.ndarray:
+    cls = np.zeros(activity.shape, np.int64)
     for t in thresholds:  # activity class: how many thresholds the activity exceeds
-        cls += sh + sv > t
+        cls += activity > t
     if direction_classes == 3:
-        cls = cls * 3 + np.where(sh > 2 * sv, 1, np.where(sv > 2 * sh, 2, 0))
+        cls = cls * 3 + direction
     return cls
 
 
@@ -131,16 +137,18 @@ def apply(pixels: np.ndarray, filt: LoopFilter) -> np.ndarray:
     """Filter the colour channels of an (h, w, c) or (h, w) uint8 image; alpha is untouched."""
     flat = pixels.ndim == 2
     image = pixels[..., None] if flat else pixels
-    colour = image[..., :filt.channels]
-    if colour.shape[2] != filt.channels:
-        raise LoopFilterError(f"chunk 'fLTR': filters {filt.channels} channels, the image has {colour.shape[2]}")
+    colour_channels = 1 if image.shape[2] == 1 else 3
+    if colour_channels != filt.channels:
+        raise LoopFilterError(f"chunk 'fLTR': filters {filt.channels} channels, the image has {colour_channels}")
+    colour = image[..., :colour_channels]
     out = image.copy()
     height, width = colour.shape[:2]
     half = 1 << (filt.shift - 1)
     for y0, y1 in _bands(height):
         z = _band(colour, y0, y1)
         h = y1 - y0
-        order, bounds = _sorted_classes(_classes(z, h, width, filt.thresholds, filt.direction_classes), filt.classes)
+        cls = _classes(*_activity_direction(z, h, width), filt.thresholds, filt.direction_classes)
+        order, bounds = _sorted_classes(cls, filt.classes)
         for c in range(filt.channels):
             a = _features(z, c, h, width)[:, order]
             corr = np.empty(h * width)
@@ -255,17 +263,19 @@ def unpack(payload: bytes, channels: int) -> LoopFilter:
 # ---------------------------------------------------------------- encoder side
 
 
-def _activity_thresholds(colour: np.ndarray, n_act: int) -> tuple[int, ...]:
+def _band_activity(colour: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(activity, direction) of every band, computed once for the thresholds and the classes
+    (int32 + int8 per pixel, a fraction of the image's own float features)."""
+    width = colour.shape[1]
+    return [_activity_direction(_band(colour, y0, y1), y1 - y0, width) for y0, y1 in _bands(colour.shape[0])]
+
+
+def _activity_thresholds(activity: list[tuple[np.ndarray, np.ndarray]], n_act: int) -> tuple[int, ...]:
     """Quantile edges of the activity measure (computed on the decoded image, as the decoder will)."""
     if n_act == 1:
         return ()
-    height, width = colour.shape[:2]
-    values = []
-    for y0, y1 in _bands(height):
-        sh, sv = _gradient_sums(_band(colour, y0, y1), y1 - y0, width)
-        values.append((sh + sv).ravel())
-    act = np.concatenate(values)
-    return tuple(int(v) for v in np.quantile(act, np.arange(1, n_act) / n_act, method="lower"))
+    values = np.concatenate([a.ravel() for a, _ in activity])
+    return tuple(int(v) for v in np.quantile(values, np.arange(1, n_act) / n_act, method="lower"))
 
 
 FINE_ACTIVITY = max(a for a, _ in CANDIDATES)  # every candidate's thresholds are a subset of these
@@ -281,16 +291,16 @@ class _Stats:
     count: np.ndarray
 
 
-def _fine_statistics(dec: np.ndarray, orig: np.ndarray, thresholds) -> _Stats:
+def _fine_statistics(dec: np.ndarray, orig: np.ndarray, activity, thresholds) -> _Stats:
     channels = dec.shape[2]
     n_cls, n_feat = FINE_ACTIVITY * 3, feature_count(channels)
     st = _Stats(np.zeros((channels, n_cls, n_feat, n_feat)), np.zeros((channels, n_cls, n_feat)),
                 np.zeros((channels, n_cls)), np.zeros(n_cls, np.int64))
     height, width = dec.shape[:2]
-    for y0, y1 in _bands(height):
+    for (y0, y1), (act, direction) in zip(_bands(height), activity):
         z = _band(dec, y0, y1)
         h = y1 - y0
-        order, bounds = _sorted_classes(_classes(z, h, width, thresholds, 3), n_cls)
+        order, bounds = _sorted_classes(_classes(act, direction, thresholds, 3), n_cls)
         st.count += np.diff(bounds)
         for c in range(channels):
             a = _features(z, c, h, width)[:, order]
@@ -355,8 +365,9 @@ def choose(decoded: np.ndarray, original: np.ndarray, file_bytes: int, force: bo
     orig = original[..., None] if original.ndim == 2 else original
     channels = 1 if dec.shape[2] == 1 else 3
     dec, orig = dec[..., :channels], orig[..., :channels]
-    fine_thresholds = _activity_thresholds(dec, FINE_ACTIVITY)
-    fine = _fine_statistics(dec, orig, fine_thresholds)
+    activity = _band_activity(dec)
+    fine_thresholds = _activity_thresholds(activity, FINE_ACTIVITY)
+    fine = _fine_statistics(dec, orig, activity, fine_thresholds)
     before = float(fine.tt.sum())
     best = None
     for n_act, n_dir in CANDIDATES:
