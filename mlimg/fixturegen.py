@@ -82,7 +82,7 @@ METHOD_CASES: dict[str, MethodCases] = {
     "gmm": MethodCases(option_sets=_QUALITY_SPAN + _FILTER_BOTH, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
     "gan": MethodCases(option_sets=_QUALITY_SPAN, large_size=LEARNED_LARGE_SIZE, older_versions=(1,)),
     "rnn": MethodCases(option_sets=_QUALITY_SPAN + ({"adaptive": False},) + _FILTER_BOTH, large_size=LEARNED_LARGE_SIZE,
-                       older_versions=(1, 2)),
+                       older_versions=(1, 2, 3)),
     "lossless": MethodCases(),
 }
 

@@ -58,6 +58,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     parser.add_argument("--export", metavar="RUN", default=None,
                         help="instead of training: export RUN's checkpoint to mlimg/weights and register it")
+    parser.add_argument("--refit-context", action="store_true",
+                        help="re-export the installed rnn model with its logistic context model (method "
+                             "version 4) fitted afresh on --data, every LOGISTIC_STRIDE-th image; no training")
     parser.add_argument("--init", metavar="MODEL_ID", default=None,
                         help="when the run folder has no checkpoint: start from these registered weights "
                              "('default': the default rnn model) at their recorded step, with a fresh "
@@ -65,6 +68,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if args.refit_context:
+        model_id = refit_context(Path(args.data), args.seed)
+        print(f"registered {model_id}")
+        return 0
     if args.export:
         model_id = export(Path(args.export), Path(args.data))
         print(f"registered {model_id}")
@@ -220,6 +227,62 @@ def export(run_dir: Path, data: Path, n_crops: int = 8, n_images: int = 40) -> s
             planes.append(encode_bits(net, crop.transpose(1, 2, 0), 16))
     # one table per coding: method version 1-2 contexts, and version 3's (checkerboard phases)
     tables = {"context_prior": prior_counts(planes), "context_prior_split": prior_counts(planes, split=True)}
+    tables.update(logistic_tables(net, data))  # version 4
+    training = {"command": meta.get("command"), "resumes": meta.get("resumes", []), "steps": meta["step"],
+                **({"train_config": meta["train_config"]} if "train_config" in meta else {}),
+                "context_model": _context_record(data, 0)}
+    return _register(net, tables, training)
+
+
+LOGISTIC_STRIDE = 5  # the logistic context model is fitted on every 5th training image (by name)
+
+
+def logistic_tables(net, data: Path, seed: int = 0) -> dict:
+    """Method version 4's tables: logistic weights fitted on the bits of 16 uniform iterations of
+    every LOGISTIC_STRIDE-th image of `data` (whole images: the bits see real image borders),
+    and the prior counts of its contexts on the same bits (nn/binary_logistic.py)."""
+    import torch
+    from PIL import Image
+
+    from .codecs.rnn import encode_bits
+    from .nn.binary_logistic import fit_weights, prior_counts
+
+    files = sorted(p for p in Path(data).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[::LOGISTIC_STRIDE]
+    if not files:
+        raise SystemExit(f"no training images in {data}")
+    with torch.inference_mode():
+        samples = [encode_bits(net, np.asarray(Image.open(p).convert("RGB"), np.float32) / 255, 16) for p in files]
+    weights = fit_weights(samples, seed=seed)
+    return {"logistic_weights": weights, "logistic_prior": prior_counts(samples, weights)}
+
+
+def _context_record(data: Path, seed: int) -> dict:
+    return {"command": " ".join(["python -m mlimg.train_rnn"] + sys.argv[1:]) if "--refit-context" in sys.argv else None,
+            "data": str(data), "stride": LOGISTIC_STRIDE, "seed": seed}
+
+
+def refit_context(data: Path, seed: int = 0) -> str:
+    """The installed rnn model with freshly fitted logistic context tables, as a new model id
+    (the network and its other tables unchanged); the old id is unregistered like on export."""
+    from .nn import store
+
+    old_id = store.default_model("rnn")
+    if old_id is None:
+        raise SystemExit("no rnn model is installed")
+    loaded = store.load(old_id, "rnn")
+    tables = {k: v for k, v in loaded.tables.items() if not k.startswith("logistic_")}
+    tables.update(logistic_tables(loaded.net, data, seed))
+    training = dict(store.registry()["models"][old_id].get("training", {}))
+    training["context_model"] = {**_context_record(data, seed), "refit_of": old_id}
+    return _register(loaded.net, tables, training)
+
+
+def _register(net, tables: dict, training: dict) -> str:
+    """Write the weights file, register it as the rnn default and drop the old default's file."""
+    import tempfile
+
+    from .nn import store
+
     store.WEIGHTS_DIR.mkdir(exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=store.WEIGHTS_DIR, suffix=".tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)
@@ -232,11 +295,8 @@ def export(run_dir: Path, data: Path, n_crops: int = 8, n_images: int = 40) -> s
     old = reg["default"].get("rnn")
     if old and old != model_id and old in reg["models"]:
         (store.WEIGHTS_DIR / reg["models"].pop(old)["file"]).unlink(missing_ok=True)
-    reg["models"][model_id] = {
-        "method": "rnn", "file": final.name, "sha256": sha, "config": net.config,
-        "training": {"command": meta.get("command"), "resumes": meta.get("resumes", []), "steps": meta["step"],
-                     **({"train_config": meta["train_config"]} if "train_config" in meta else {})},
-    }
+    reg["models"][model_id] = {"method": "rnn", "file": final.name, "sha256": sha, "config": net.config,
+                               "training": training}
     reg["default"]["rnn"] = model_id
     store.REGISTRY.write_text(json.dumps(reg, indent=1) + "\n")
     return model_id

@@ -34,11 +34,20 @@ def tiny_model(tmp_path_factory):
     torch.manual_seed(4321)
     net = build(TINY)
     path = tmp_path_factory.mktemp("weights") / "rnn-tiny.safetensors"
-    store.save_weights(path, net, {}, net.config)
+    store.save_weights(path, net, tiny_logistic_tables(TINY["bits"]), net.config)
     store.register(MODEL_ID, "rnn", path, net.config)
     yield MODEL_ID
     store.unregister(MODEL_ID)
     torch.set_num_threads(threads)
+
+
+def tiny_logistic_tables(channels: int, seed: int = 5) -> dict:
+    """Method version 4's tables for a test model: small random weights, a flat prior."""
+    from mlimg.nn import binary_logistic as bl
+
+    rng = np.random.default_rng(seed)
+    weights = rng.integers(-200, 201, (bl.BANDS, channels, bl.feature_count(channels))).astype(np.int32)
+    return {"logistic_weights": weights, "logistic_prior": np.full((bl.CONTEXTS, 2), 2, np.int32)}
 
 
 def save(array, **opts) -> bytes:
@@ -95,10 +104,10 @@ def test_one_iter_chunk_per_iteration_and_rate_grows(tiny_model):
     assert [c.type for c in container.parse(save(img, iterations=5)).chunks].count("ITER") == 5
 
 
-@pytest.mark.parametrize("older", [1, 2])
+@pytest.mark.parametrize("older", [1, 2, 3])
 def test_older_method_versions_still_decode_to_the_same_pixels(tiny_model, monkeypatch, older):
     """Versions 1 and 2 code each bit plane in one raster pass, version 3 in checkerboard
-    halves: the same bits, other bytes, the same pixels."""
+    halves, version 4 with logistic contexts: the same bits, other bytes, the same pixels."""
     img = smooth_image(48, 64, seed=3)
     options = {"iterations": 4} if older == 1 else {"quality": 60}  # version 1 has no count map
     current = save(img, **options)
@@ -109,7 +118,7 @@ def test_older_method_versions_still_decode_to_the_same_pixels(tiny_model, monke
     with Image.open(io.BytesIO(old)) as im:
         assert im.info["method_version"] == older
     with Image.open(io.BytesIO(current)) as im:
-        assert im.info["method_version"] == rnn_mod.RnnCodec.version == 3
+        assert im.info["method_version"] == rnn_mod.RnnCodec.version == 4
     assert np.array_equal(load(old), load(current))
 
 
@@ -303,27 +312,32 @@ def test_a_version_3_prior_is_used_as_measured():
         ContextCounts(3, None, split=True, split_prior=split_prior)
 
 
-def test_files_code_with_the_models_version_3_prior(tiny_model):
-    """The codec starts version-3 files from the weights' split prior: other bytes than
-    without it, the same pixels; a prior that does not fit the network is a CodecError."""
+@pytest.mark.parametrize("version,table,rows", [(3, "context_prior_split", 8 * 126 * 6), (4, "logistic_prior", 640)])
+def test_files_code_with_the_models_prior(tiny_model, monkeypatch, version, table, rows):
+    """The codec starts version-3 files from the weights' split prior, version-4 files from
+    their logistic prior: other bytes than without it, the same pixels; a prior that does not
+    fit the network is a CodecError."""
     from mlimg.nn import store
-    from mlimg.nn.binary_context import PHASES, SHARED
 
+    monkeypatch.setattr(rnn_mod.RnnCodec, "version", version)
     img = smooth_image(32, 48, seed=6)
     plain = save(img, quality=60)
     plain_pixels = load(plain)  # the prior is part of the weights: decode before changing them
     tables = store.load(MODEL_ID, "rnn").tables
+    saved = tables.get(table)
     try:
-        tables["context_prior_split"] = np.zeros((8 * SHARED * PHASES, 2), np.int32)
-        tables["context_prior_split"][:, 1] = 60  # "bits are 1": far from this image's bits
+        tables[table] = np.zeros((rows, 2), np.int32)
+        tables[table][:, 1] = 60  # "bits are 1": far from this image's bits
         skewed = save(img, quality=60)
         assert skewed != plain and len(skewed) > len(plain)
         assert np.array_equal(load(skewed), plain_pixels)
-        tables["context_prior_split"] = np.zeros((5, 2), np.int32)
-        with pytest.raises(CodecError, match="context prior does not fit"):
+        tables[table] = np.zeros((5, 2), np.int32)
+        with pytest.raises(CodecError, match="context tables do not fit"):
             load(skewed)
     finally:
-        tables.pop("context_prior_split", None)
+        tables.pop(table, None)
+        if saved is not None:
+            tables[table] = saved
 
 
 def test_context_coder_exploits_redundancy():

@@ -7,7 +7,9 @@ added to the reconstruction. Method version 2 gives each 16x16 block its own num
 iterations, chosen by rate-distortion from `quality` (rnn_adaptive.py; map in the `RNNM`
 chunk); `iterations=n`, `adaptive=False` and version 1 files use the same count everywhere.
 The bits of iteration t are range-coded with an adaptive context model (nn/binary_context.py;
-version 3 codes each plane as two checkerboard halves) in their own `ITER` chunk, so every
+version 3 codes each plane as two checkerboard halves; version 4 takes each bit's context from
+a learned logistic model of the bits around it, nn/binary_logistic.py) in their own `ITER`
+chunk, so every
 prefix of the file that ends at an ITER chunk is a valid, coarser image:
 a truncated file decodes with ImageFile.LOAD_TRUNCATED_IMAGES, and the decode option
 `iterations=n` decodes only the first n for a fast preview (Pillow's draft() uses it: half
@@ -44,9 +46,10 @@ def quality_for_iterations(n: int) -> int:
 
 class RnnCodec(Codec):
     name = "rnn"
+    # 4: contexts from a learned logistic model (nn/binary_logistic.py, tables in the weights);
     # 3: each bit plane coded as checkerboard halves (nn/binary_context.py); 2: per-block
     # iteration counts (RNNM chunk); 1: the same count everywhere
-    version = 3
+    version = 4
     modes = ("L", "RGB", "RGBA")  # RGBA: colour through the network, alpha lossless in ALPH
     needs_model = True
     chunk_specs = (
@@ -71,7 +74,6 @@ class RnnCodec(Codec):
 
     def encode(self, pixels, mode: str, opts) -> Encoded:
         from ..nn import store
-        from ..nn.binary_context import encode_iteration
 
         model_id = opts.get("model") or store.default_model(self.name)
         if model_id is None:
@@ -96,15 +98,13 @@ class RnnCodec(Codec):
         if bits is None:
             bits = encode_bits(loaded.net, x, n_iter, refine=refine, counts=block_counts)  # (T, C, lh, lw)
         _, channels, lh, lw = bits.shape
-        counts = _context_counts(channels, loaded.tables, split=self.version >= 3)
+        stream = BitStream(channels, loaded.tables, self.version)
         chunks = [("RNNH", _HEAD.pack(0, channels, lh, lw, n_iter))]
         if block_counts is not None:
             chunks.append(("RNNM", bytes([0]) + encode_counts(block_counts, n_iter)))
-        prev = None
         for t in range(n_iter):
             active = None if block_counts is None else block_counts > t
-            chunks.append(("ITER", bytes([t]) + encode_iteration(t, bits[t], prev, counts, active)))
-            prev = bits[t]
+            chunks.append(("ITER", bytes([t]) + stream.encode(t, bits[t], active)))
         if mode == "RGBA":
             chunks.append(("ALPH", encode_alpha(pixels[:, :, 3])))
         info = {"iterations": n_iter, "model_id": model_id, **({"refine": refine} if refine else {})}
@@ -130,8 +130,7 @@ class RnnCodec(Codec):
         payloads = _iteration_payloads(chunks, n_iter, truncated)
         if iterations is not None:
             payloads = payloads[:iterations]
-        bits = _decode_bits(payloads, (channels, lh, lw), loaded.tables, block_counts,
-                            split=header.method_version >= 3)
+        bits = _decode_bits(payloads, (channels, lh, lw), loaded.tables, block_counts, header.method_version)
         rgb = decode_image(loaded.net, bits, lh, lw, counts=block_counts)[: header.height, : header.width]
         out = _pixels(rgb).astype(np.uint8)
         if header.mode == "L":
@@ -231,30 +230,70 @@ def _iteration_payloads(chunks, n_iter: int, truncated: bool) -> list[bytes]:
     return out
 
 
-def _context_counts(channels: int, tables: dict, split: bool):
-    """The adaptive counts a file starts from: the weights' priors for its coding (version 3:
-    `context_prior_split` where the weights have one, else `context_prior` for every phase)."""
-    from ..nn.binary_context import ContextCounts
+class BitStream:
+    """The context state one file's iterations share, coder and decoder alike: the adaptive
+    counts, and (version 4) the signs of the two iterations before. Versions 1-3 code with
+    nn/binary_context.py (version 3: checkerboard halves), version 4 with nn/binary_logistic.py,
+    whose weights and prior are tables of the weights file."""
 
-    try:
-        return ContextCounts(channels, tables.get("context_prior"), split, tables.get("context_prior_split"))
-    except ValueError as exc:  # a weights file whose prior does not fit its own network
-        raise CodecError(f"the rnn model's context prior does not fit it: {exc}") from None
+    def __init__(self, channels: int, tables: dict, version: int):
+        from ..nn import binary_context, binary_logistic
+
+        self.version = version
+        self.prev = self.prev2 = None
+        try:
+            if version >= 4:
+                if "logistic_weights" not in tables or "logistic_prior" not in tables:
+                    raise CodecError("rnn method version 4 needs a model with a logistic context model "
+                                     "(tables cdf.logistic_weights, cdf.logistic_prior); this model has none")
+                self.weights = binary_logistic.check_weights(tables["logistic_weights"], channels)
+                self.counts = binary_logistic.LogisticCounts(tables["logistic_prior"])
+            else:
+                self.counts = binary_context.ContextCounts(channels, tables.get("context_prior"), version >= 3,
+                                                           tables.get("context_prior_split"))
+        except ValueError as exc:  # a weights file whose tables do not fit its own network
+            raise CodecError(f"the rnn model's context tables do not fit it: {exc}") from None
+
+    def encode(self, t: int, bits: np.ndarray, active: np.ndarray | None) -> bytes:
+        """Iteration t's bits (C, h, w) -> its range-coded stream; t counts up from 0."""
+        from ..nn import binary_context, binary_logistic
+
+        if self.version >= 4:
+            data = binary_logistic.encode_iteration(self.weights, t, bits, self.prev, self.prev2, self.counts, active)
+        else:
+            data = binary_context.encode_iteration(t, bits, self.prev, self.counts, active)
+        self._advance(bits, active)
+        return data
+
+    def decode(self, t: int, data: bytes, shape: tuple[int, int, int], active: np.ndarray | None) -> np.ndarray:
+        """Inverse of encode. ValueError on a malformed stream."""
+        from ..nn import binary_context, binary_logistic
+
+        if self.version >= 4:
+            bits = binary_logistic.decode_iteration(self.weights, t, data, shape, self.prev, self.prev2, self.counts, active)
+        else:
+            bits = binary_context.decode_iteration(t, data, shape, self.prev, self.counts, active)
+        self._advance(bits, active)
+        return bits
+
+    def _advance(self, bits: np.ndarray, active: np.ndarray | None) -> None:
+        if self.version >= 4:
+            from ..nn.binary_logistic import signs
+
+            self.prev2, self.prev = self.prev, signs(bits, active)
+        else:
+            self.prev = bits
 
 
-def _decode_bits(payloads: list[bytes], shape, tables: dict, block_counts=None, split: bool = False) -> np.ndarray:
-    from ..nn.binary_context import decode_iteration
-
-    counts = _context_counts(shape[0], tables, split)
+def _decode_bits(payloads: list[bytes], shape, tables: dict, block_counts=None, version: int = 4) -> np.ndarray:
+    stream = BitStream(shape[0], tables, version)
     bits = np.zeros((len(payloads),) + tuple(shape), np.uint8)
-    prev = None
     for t, data in enumerate(payloads):
         active = None if block_counts is None else block_counts > t
         try:
-            bits[t] = decode_iteration(t, data, shape, prev, counts, active)
+            bits[t] = stream.decode(t, data, shape, active)
         except Exception as exc:  # constriction reports corrupt streams in several ways
             raise CodecError(f"chunk 'ITER' {t}: corrupt range-coded data ({exc})") from None
-        prev = bits[t]
     return bits
 
 
