@@ -202,12 +202,9 @@ def _rough_psnr(loss: float, kind: str) -> float:
 
 def export(run_dir: Path, data: Path, n_crops: int = 8, n_images: int = 40) -> str:
     """Checkpoint -> shipped weights + context prior counts + registry entry (old rnn default removed)."""
-    import tempfile
-
     import torch
     from safetensors.torch import load_file
 
-    from .nn import store
     from .nn.binary_context import prior_counts
     from .nn.rnn_models import RNNCodecNet
     from .codecs.rnn import encode_bits
@@ -257,7 +254,9 @@ def logistic_tables(net, data: Path, seed: int = 0) -> dict:
 
 
 def _context_record(data: Path, seed: int) -> dict:
-    return {"command": " ".join(["python -m mlimg.train_rnn"] + sys.argv[1:]) if "--refit-context" in sys.argv else None,
+    """What the registry records of a logistic fit (the command when typed, not from tests)."""
+    typed = "--refit-context" in sys.argv or "--export" in sys.argv
+    return {"command": " ".join(["python -m mlimg.train_rnn"] + sys.argv[1:]) if typed else None,
             "data": str(data), "stride": LOGISTIC_STRIDE, "seed": seed}
 
 

@@ -76,7 +76,8 @@ class LogisticCounts:
             if prior.shape != (CONTEXTS, 2) or prior.min(initial=0) < 0:
                 raise ValueError(f"logistic context prior has shape {prior.shape}, expected {(CONTEXTS, 2)}, non-negative")
             self.counts = prior.copy()
-            self.counts[self.counts.sum(axis=1) > RESCALE] = (self.counts[self.counts.sum(axis=1) > RESCALE] + 1) // 2
+            big = self.counts.sum(axis=1) > RESCALE  # (a stored prior starts within the update rule's bound)
+            self.counts[big] = (self.counts[big] + 1) // 2
 
     def probs(self, ctx: np.ndarray) -> np.ndarray:
         from ..entropy import probs_from_counts
@@ -118,20 +119,17 @@ class IterationModel:
             z = z + self.w[c, self.channels:self.channels + c] @ self.current[:c].reshape(c, -1)
         return z
 
-    def contexts(self, z: np.ndarray, where: np.ndarray, half: int, anchor_signs: np.ndarray | None = None) -> np.ndarray:
-        """Contexts of the positions `where` (flat bool) of one half: 0 anchors, 1 the others,
-        whose N term reads anchor_signs (h, w): the plane's decoded anchors, 0 elsewhere."""
+    def contexts(self, c: int, z: np.ndarray, where: np.ndarray, half: int,
+                 anchor_signs: np.ndarray | None = None) -> np.ndarray:
+        """Contexts of plane c's positions `where` (flat bool) of one half (0 anchors, 1 the
+        others) from its logits z; the others' N term reads anchor_signs (h, w): the plane's
+        decoded anchors, 0 elsewhere."""
         z = z[where]
         if half:
-            c = self._plane
             n = cross4(anchor_signs).ravel()[where]
             z = z + self.w[c, 2 * self.channels + 2] * n + self.w[c, 2 * self.channels + 3]
         bucket = np.clip(np.floor(z / (1 << BUCKET_SHIFT)) + BUCKETS // 2, 0, BUCKETS - 1).astype(np.int64)
         return (self.band * PHASES + half) * BUCKETS + bucket
-
-    def start_plane(self, c: int) -> np.ndarray:
-        self._plane = c
-        return self.logits(c)
 
     def finish_plane(self, c: int, bits: np.ndarray, active: np.ndarray | None) -> None:
         self.current[c] = signs(bits, active)
@@ -150,14 +148,14 @@ def iteration_contexts(weights, t, bits, prev, prev2, active):
     halves, act = _halves(bits.shape[1:], active)
     out = []
     for c in range(bits.shape[0]):
-        z = model.start_plane(c)
+        z = model.logits(c)
         plane_signs = signs(bits[c], act)
         for half, mask in enumerate(halves):
             where = mask.ravel()
             if not where.any():
                 continue
             anchors = plane_signs * halves[0] if half else None
-            out.append((model.contexts(z, where, half, anchors), bits[c].ravel()[where].astype(np.int32)))
+            out.append((model.contexts(c, z, where, half, anchors), bits[c].ravel()[where].astype(np.int32)))
         model.finish_plane(c, bits[c], act)
     return out
 
@@ -191,13 +189,13 @@ def decode_iteration(weights, t: int, data: bytes, shape: tuple[int, int, int], 
     model = IterationModel(weights, t, prev, prev2, shape)
     halves, act = _halves(shape[1:], active)
     for c in range(shape[0]):
-        z = model.start_plane(c)
+        z = model.logits(c)
         for half, mask in enumerate(halves):
             where = mask.ravel()
             if not where.any():
                 continue
             anchors = signs(bits[c], halves[0]) if half else None
-            ctx = model.contexts(z, where, half, anchors)
+            ctx = model.contexts(c, z, where, half, anchors)
             symbols = np.asarray(dec.decode(coder, np.ascontiguousarray(counts.probs(ctx))), dtype=np.int32)
             if symbols.size != ctx.size or symbols.min(initial=0) < 0 or symbols.max(initial=0) > 1:
                 raise ValueError("range decoder returned malformed symbols")
