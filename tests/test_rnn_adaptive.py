@@ -54,7 +54,7 @@ def test_adaptive_files_carry_a_count_map_and_decode_deterministically(tiny_mode
     assert data == save(img, quality=50)
     assert np.array_equal(load(data), load(data))
     with Image.open(io.BytesIO(data)) as im:
-        assert container.parse(data).header.method_version == rnn_mod.RnnCodec.version == 3
+        assert container.parse(data).header.method_version == rnn_mod.RnnCodec.version == 4
         assert im.info["iterations"] == 4
 
 
