@@ -46,7 +46,7 @@ def tiny_logistic_tables(channels: int, seed: int = 5) -> dict:
     from mlimg.nn import binary_logistic as bl
 
     rng = np.random.default_rng(seed)
-    weights = rng.integers(-200, 201, (bl.BANDS, channels, bl.feature_count(channels))).astype(np.int32)
+    weights = rng.integers(-200, 201, (bl.WEIGHT_SETS, channels, bl.feature_count(channels))).astype(np.int32)
     return {"logistic_weights": weights, "logistic_prior": np.full((bl.CONTEXTS, 2), 2, np.int32)}
 
 

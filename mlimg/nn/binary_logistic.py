@@ -6,21 +6,21 @@ channels look independent one at a time. Jointly they are not. A logistic model 
 bits the previous iteration sent at the same position, the bits of this iteration's channels
 already coded there, and a few neighbours predicts each bit far better: on 8 Kodak images
 (16 iterations, shipped weights) a logistic fit on other images gave 0.85-0.88 bits per bit
-where version 3 codes 0.99 (runs of tools/rnn_logistic_fit.py, TRAINING.md).
+where version 3 codes 0.99 (ad-hoc measurements, TRAINING.md "rnn").
 
 Every bit gets an integer logit from integer weights and features in {-1, 0, +1} (a bit b
 reads 2b - 1; a position that is inactive, outside the plane or not yet decoded reads 0):
 
-  z = W[band, c] . (P_0..P_{C-1}, Q_0..Q_{C-1}, R, M, N, A, 1)
+  z = W[min(t, 15), c] . (P_0..P_{C-1}, Q_0..Q_{C-1}, R, M, N, A, 1)
 
   P_k  bit (t-1, k) at the same position            Q_k  bit (t, k) for k < c, else 0
   R    bit (t-2, c)                                 M    sum of the 4 neighbours of (t-1, c)
   N    non-anchors: sum of the 4 neighbours in their own plane (decoded anchors); anchors 0
-  A    1 for a non-anchor, 0 for an anchor          band = 0, 1, 2 (t < 4), 3 (t < 8), 4
+  A    1 for a non-anchor, 0 for an anchor
 
-The logit is cut into BUCKETS quarter-logit buckets, and the bucket (with the band and the
-checkerboard half) is a context of adaptive integer counts exactly as in binary_context.py:
-the counts start from a prior measured on training images, grow by each coded half-plane and
+The logit is cut into BUCKETS quarter-logit buckets, and the bucket (with the iteration's
+band, 0, 1, 2 (t < 4), 3 (t < 8) or 4, and the checkerboard half) is a context of adaptive
+integer counts exactly as in binary_context.py: the counts start from a prior measured on training images, grow by each coded half-plane and
 are halved beyond RESCALE. The counts calibrate the model to each image; the range coder sees
 probabilities from integers only, so decoding is bit-exact on any machine (the sums are of
 small integers, exact in float64 BLAS as in loop_filter.py).
@@ -32,7 +32,8 @@ import numpy as np
 from .binary_context import RESCALE
 from .checkerboard import anchor_mask, cross4
 
-BANDS = 5
+WEIGHT_SETS = 16  # one set of weights per iteration; iterations past 15 share the last
+BANDS = 5  # iteration bands of the count contexts (counts carry over within a band)
 BUCKETS = 64
 WEIGHT_SHIFT = 8  # weights in units of 2**-8 logit
 BUCKET_SHIFT = 6  # 2**6 weight units (a quarter logit) per bucket
@@ -43,6 +44,10 @@ CONTEXTS = BANDS * PHASES * BUCKETS
 
 def band(t: int) -> int:
     return 0 if t == 0 else 1 if t == 1 else 2 if t < 4 else 3 if t < 8 else 4
+
+
+def weight_set(t: int) -> int:
+    return min(t, WEIGHT_SETS - 1)
 
 
 def feature_count(channels: int) -> int:
@@ -57,7 +62,7 @@ def signs(bits: np.ndarray, active: np.ndarray | None) -> np.ndarray:
 
 def check_weights(weights: np.ndarray, channels: int) -> np.ndarray:
     weights = np.asarray(weights)
-    want = (BANDS, channels, feature_count(channels))
+    want = (WEIGHT_SETS, channels, feature_count(channels))
     if weights.shape != want:
         raise ValueError(f"logistic context weights have shape {weights.shape}, expected {want}")
     if np.abs(weights.astype(np.int64)).max(initial=0) > MAX_WEIGHT:
@@ -95,13 +100,13 @@ class LogisticCounts:
 
 class IterationModel:
     """The logit terms of one iteration that do not depend on its own bits, then each plane's
-    contexts as its channels are coded. weights: float64 (BANDS, C, F) of integers."""
+    contexts as its channels are coded. weights: float64 (WEIGHT_SETS, C, F) of integers."""
 
     def __init__(self, weights: np.ndarray, t: int, prev: np.ndarray | None, prev2: np.ndarray | None,
                  shape: tuple[int, int, int]):
         channels, h, w = shape
         self.t, self.band, self.channels = t, band(t), channels
-        self.w = weights[self.band]  # (C, F)
+        self.w = weights[weight_set(t)]  # (C, F)
         self.anchors = anchor_mask(h, w)
         base = np.repeat(self.w[:, -1:], h * w, axis=1)  # the bias
         if prev is not None:  # signs of iteration t-1 (C, h, w)
@@ -210,7 +215,7 @@ def decode_iteration(weights, t: int, data: bytes, shape: tuple[int, int, int], 
 
 def features(bits: np.ndarray, t: int, c: int, active=None) -> np.ndarray:
     """(positions, F) float features of plane (t, c) of uniform bits (T, C, h, w): the rows the
-    weights W[band(t), c] multiply (every position; anchors have N = A = 0)."""
+    weights W[weight_set(t), c] multiply (every position; anchors have N = A = 0)."""
     channels, h, w = bits.shape[1:]
     s = [signs(bits[k], None) for k in range(t + 1)]
     zero = np.zeros((channels, h, w))
@@ -225,15 +230,15 @@ def features(bits: np.ndarray, t: int, c: int, active=None) -> np.ndarray:
 
 
 def fit_weights(samples: list[np.ndarray], max_rows: int = 200_000, seed: int = 0) -> np.ndarray:
-    """Integer weights (BANDS, C, F) int32 by logistic regression (scikit-learn) on uniform bit
-    arrays (T, C, h, w) of training images; at most max_rows random rows per (band, channel)."""
+    """Integer weights (WEIGHT_SETS, C, F) int32 by logistic regression (scikit-learn) on uniform
+    bit arrays (T, C, h, w) of training images; at most max_rows random rows per (set, channel)."""
     from sklearn.linear_model import LogisticRegression
 
     channels = samples[0].shape[1]
     rng = np.random.default_rng(seed)
-    out = np.zeros((BANDS, channels, feature_count(channels)), np.int32)
-    for b in range(BANDS):
-        ts = [t for t in range(samples[0].shape[0]) if band(t) == b]
+    out = np.zeros((WEIGHT_SETS, channels, feature_count(channels)), np.int32)
+    for b in range(WEIGHT_SETS):
+        ts = [t for t in range(samples[0].shape[0]) if weight_set(t) == b]
         for c in range(channels if ts else 0):  # (samples of few iterations leave bands at 0)
             x = np.concatenate([features(s, t, c) for s in samples for t in ts])
             y = np.concatenate([s[t, c].ravel() for s in samples for t in ts])
