@@ -105,9 +105,8 @@ class IterationModel:
     def __init__(self, weights: np.ndarray, t: int, prev: np.ndarray | None, prev2: np.ndarray | None,
                  shape: tuple[int, int, int]):
         channels, h, w = shape
-        self.t, self.band, self.channels = t, band(t), channels
+        self.band, self.channels = band(t), channels
         self.w = weights[weight_set(t)]  # (C, F)
-        self.anchors = anchor_mask(h, w)
         base = np.repeat(self.w[:, -1:], h * w, axis=1)  # the bias
         if prev is not None:  # signs of iteration t-1 (C, h, w)
             base += self.w[:, :channels] @ prev.reshape(channels, -1)
