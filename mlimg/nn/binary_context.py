@@ -163,15 +163,20 @@ class ContextCounts:
         self._check_all = False
         for table, index in pairs:
             table += np.bincount(index, minlength=table.size).reshape(table.shape)
-            big = table.sum(axis=1) > RESCALE
-            if big.any():
-                table[big] = (table[big] + 1) // 2
+            halve_full_rows(table)
 
 
-def _scale(counts: np.ndarray) -> np.ndarray:
-    """Scale each row down (integer floor) to at most PRIOR_TOTAL observations."""
+def halve_full_rows(table: np.ndarray) -> None:
+    """In place: every count pair whose total exceeds RESCALE is halved, rounding up."""
+    big = table.sum(axis=1) > RESCALE
+    if big.any():
+        table[big] = (table[big] + 1) // 2
+
+
+def _scale(counts: np.ndarray, total: int = PRIOR_TOTAL) -> np.ndarray:
+    """Scale each row down (integer floor) to at most `total` observations."""
     n = counts.sum(axis=1, keepdims=True)
-    return np.where(n > PRIOR_TOTAL, counts * PRIOR_TOTAL // np.maximum(n, 1), counts)
+    return np.where(n > total, counts * total // np.maximum(n, 1), counts)
 
 
 def _coder():

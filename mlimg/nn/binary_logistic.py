@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .binary_context import RESCALE
+from .binary_context import _halves as checkerboard_halves, _scale, halve_full_rows
 from .checkerboard import anchor_mask, cross4
 
 WEIGHT_SETS = 16  # one set of weights per iteration; iterations past 15 share the last
@@ -81,8 +81,7 @@ class LogisticCounts:
             if prior.shape != (CONTEXTS, 2) or prior.min(initial=0) < 0:
                 raise ValueError(f"logistic context prior has shape {prior.shape}, expected {(CONTEXTS, 2)}, non-negative")
             self.counts = prior.copy()
-            big = self.counts.sum(axis=1) > RESCALE  # (a stored prior starts within the update rule's bound)
-            self.counts[big] = (self.counts[big] + 1) // 2
+            halve_full_rows(self.counts)  # (a stored prior starts within the update rule's bound)
 
     def probs(self, ctx: np.ndarray) -> np.ndarray:
         from ..entropy import probs_from_counts
@@ -93,9 +92,7 @@ class LogisticCounts:
         if not ctx.size:
             return
         self.counts += np.bincount(ctx * 2 + bits, minlength=2 * CONTEXTS).reshape(CONTEXTS, 2)
-        big = self.counts.sum(axis=1) > RESCALE
-        if big.any():
-            self.counts[big] = (self.counts[big] + 1) // 2
+        halve_full_rows(self.counts)
 
 
 class IterationModel:
@@ -140,9 +137,9 @@ class IterationModel:
 
 
 def _halves(shape, active):
+    """The two checkerboard halves' masks (as version 3 codes them), and the active map."""
     active = np.ones(shape, bool) if active is None else np.asarray(active, bool)
-    anchors = anchor_mask(*shape)
-    return [anchors & active, ~anchors & active], active
+    return checkerboard_halves(shape, active, True), active
 
 
 def iteration_contexts(weights, t, bits, prev, prev2, active):
@@ -212,17 +209,17 @@ def decode_iteration(weights, t: int, data: bytes, shape: tuple[int, int, int], 
 # ---------------------------------------------------------------- fitting (export time)
 
 
-def features(bits: np.ndarray, t: int, c: int, active=None) -> np.ndarray:
+def features(bits: np.ndarray, t: int, c: int) -> np.ndarray:
     """(positions, F) float features of plane (t, c) of uniform bits (T, C, h, w): the rows the
     weights W[weight_set(t), c] multiply (every position; anchors have N = A = 0)."""
     channels, h, w = bits.shape[1:]
-    s = [signs(bits[k], None) for k in range(t + 1)]
     zero = np.zeros((channels, h, w))
-    prev = s[t - 1] if t >= 1 else zero
-    prev2 = s[t - 2][c] if t >= 2 else zero[0]
+    prev = signs(bits[t - 1], None) if t >= 1 else zero
+    prev2 = signs(bits[t - 2, c], None) if t >= 2 else zero[0]
+    this = signs(bits[t], None)
     anchors = anchor_mask(h, w)
-    cur = np.where(np.arange(channels)[:, None, None] < c, s[t], 0)
-    n = np.where(anchors, 0, cross4(s[t][c] * anchors))
+    cur = np.where(np.arange(channels)[:, None, None] < c, this, 0)
+    n = np.where(anchors, 0, cross4(this[c] * anchors))
     cols = [*prev.reshape(channels, -1), *cur.reshape(channels, -1), prev2.ravel(), cross4(prev[c]).ravel(),
             n.ravel(), (~anchors).ravel().astype(np.float64), np.ones(h * w)]
     return np.stack(cols, axis=1)
@@ -262,5 +259,4 @@ def prior_counts(samples: list[np.ndarray], weights: np.ndarray, total: int = 25
             for ctx, sym in iteration_contexts(w, t, sample[t], prev, prev2, None):
                 counts += np.bincount(ctx * 2 + sym, minlength=2 * CONTEXTS).reshape(CONTEXTS, 2)
             prev2, prev = prev, signs(sample[t], None)
-    n = counts.sum(axis=1, keepdims=True)
-    return np.where(n > total, counts * total // np.maximum(n, 1), counts).astype(np.int32)
+    return _scale(counts, total).astype(np.int32)
