@@ -43,7 +43,7 @@ def encode_categorical(symbols, probs) -> bytes:
         model = cs.stream.model.Categorical(perfect=False)
         enc = cs.stream.queue.RangeEncoder()
         enc.encode(symbols, model, np.ascontiguousarray(probs))
-    return enc.get_compressed().tobytes()
+    return enc.get_compressed().astype("<u4").tobytes()
 
 
 def decode_categorical(data: bytes, probs, count: int | None = None) -> np.ndarray:
@@ -90,7 +90,7 @@ class CategoricalWriter:
             self._enc.encode(symbols, model, np.ascontiguousarray(probs, dtype=np.float64))
 
     def finish(self) -> bytes:
-        return self._enc.get_compressed().tobytes()
+        return self._enc.get_compressed().astype("<u4").tobytes()  # little-endian words everywhere
 
 
 class CategoricalReader:

@@ -39,6 +39,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prior-lr", type=float, default=5e-3, help="learning rate of the entropy-model priors")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes that crop the next batches ahead (default: 2 on a GPU, 0 on the CPU)")
     parser.add_argument("--N", type=int, default=None, help="transform width (cae 96, gmm 64); cae with --init: "
                         "the registered model widened to it, computing the same function at first")
     parser.add_argument("--M", type=int, default=None, help="latent channels (cae 128, gmm 96)")
@@ -107,6 +109,12 @@ def load_images(folder: Path, limit: int | None = None) -> list[np.ndarray]:
 
 def random_batch(images: list[np.ndarray], rng: np.random.Generator, crop: int, batch: int) -> np.ndarray:
     """(batch, 3, crop, crop) float32 in [0, 1]: random image, random crop, random flips."""
+    # Contiguous NCHW: a channels-last strided batch segfaults torch 2.13 CPU conv backward at 128 px.
+    return crop_batch(images, rng, crop, batch).astype(np.float32) / 255.0
+
+
+def crop_batch(images: list[np.ndarray], rng: np.random.Generator, crop: int, batch: int) -> np.ndarray:
+    """random_batch's crops as contiguous (batch, 3, crop, crop) uint8 (the same draws from rng)."""
     out = np.empty((batch, crop, crop, 3), np.uint8)
     for i in range(batch):
         img = images[rng.integers(len(images))]
@@ -118,8 +126,45 @@ def random_batch(images: list[np.ndarray], rng: np.random.Generator, crop: int, 
         if rng.random() < 0.5:
             patch = patch[::-1]
         out[i] = patch
-    # Contiguous NCHW: a channels-last strided batch segfaults torch 2.13 CPU conv backward at 128 px.
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+class StepBatches:
+    """Item `step`: (lambda level, uint8 crops) of that training step, a pure function of
+    (seed, step), so a resumed run sees the same batches and worker processes can build them
+    ahead of the GPU (map-style dataset for torch's DataLoader)."""
+
+    def __init__(self, images: list[np.ndarray], seed: int, crop: int, batch: int, levels: int):
+        self.images, self.seed, self.crop, self.batch, self.levels = images, seed, crop, batch, levels
+
+    def __getitem__(self, step: int) -> tuple[int, np.ndarray]:
+        rng = np.random.default_rng([self.seed, step])
+        level = int(rng.integers(self.levels))
+        return level, crop_batch(self.images, rng, self.crop, self.batch)
+
+
+def _leave_stopping_to_the_trainer(_worker_id: int) -> None:
+    """`timeout -s TERM` and Ctrl-C signal the whole process group: a worker that died of it
+    would abort the trainer before its final checkpoint; the trainer stops the workers itself."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def step_batches(data: StepBatches, start: int, stop: int, device, workers: int):
+    """(level, float32 batch in [0, 1] on device) for steps start..stop-1. With workers > 0,
+    that many processes crop ahead (on a GPU the main process then only launches kernels);
+    uint8 crosses to the device and becomes float there (same values: one IEEE division)."""
+    import torch
+
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=None, sampler=range(start, stop), num_workers=workers,
+        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
+        multiprocessing_context="fork" if workers else None,  # fork: workers share the images
+        worker_init_fn=_leave_stopping_to_the_trainer)
+    for level, crops in loader:
+        yield int(level), crops.to(device, non_blocking=True).float().div_(255.0)
 
 
 # ---------------------------------------------------------------- log, stopping and checkpoints
@@ -394,11 +439,13 @@ def _train_loop(args, model, opt, images, device, step, say, bar, config, comman
     last_ckpt = time.time()
     running = {"loss": 0.0, "bpp": 0.0, "mse": 0.0}
     seen = 0  # steps since this process started: bias-corrects the running averages
+    workers = getattr(args, "workers", None)
+    workers = workers if workers is not None else (2 if device.type == "cuda" else 0)
+    batches = step_batches(StepBatches(images, args.seed, args.crop, args.batch, len(lambdas)),
+                           step, args.steps, device, workers)
     while step < args.steps and not stop.requested:
-        rng = np.random.default_rng([args.seed, step])  # batch order is a pure function of (seed, step)
         torch.manual_seed(args.seed * 1_000_003 + step)
-        level = int(rng.integers(len(lambdas)))
-        x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch)).to(device)
+        level, x = next(batches)  # the batch order is a pure function of (seed, step)
         x_hat, likelihoods = model(x, level)
         bpp = -torch.log2(likelihoods).sum() / (x.shape[0] * x.shape[2] * x.shape[3])
         mse = torch.mean((x_hat - x) ** 2)
@@ -427,6 +474,7 @@ def _train_loop(args, model, opt, images, device, step, say, bar, config, comman
             save_checkpoint(run_dir, model, opt, {"step": step, "config": config, "command": command, "resumes": resumes})
             last_ckpt = time.time()
             say(f"checkpoint at step {step}" + (" (stop requested)" if stop.requested else ""))
+    batches.close()  # stops the worker processes
     return step
 
 

@@ -106,6 +106,22 @@ def test_random_batch_is_a_pure_function_of_the_seed():
     assert a.shape == (4, 3, 16, 16) and a.dtype == np.float32 and np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_step_batches_are_the_draws_of_seed_and_step(workers):
+    """The batches the trainer gets (built ahead by worker processes or not) are the level and
+    crops drawn from default_rng([seed, step]), as float32 in [0, 1]: resumable, worker-independent."""
+    from mlimg.train import StepBatches, random_batch, step_batches
+
+    images = [np.random.default_rng(i).integers(0, 256, (40, 50, 3), dtype=np.uint8) for i in range(3)]
+    got = list(step_batches(StepBatches(images, 7, 16, 4, 6), 3, 9, torch.device("cpu"), workers))
+    assert len(got) == 6
+    for step, (level, x) in zip(range(3, 9), got):
+        rng = np.random.default_rng([7, step])
+        assert level == int(rng.integers(6))
+        expected = random_batch(images, rng, 16, 4)
+        assert x.dtype == torch.float32 and np.array_equal(x.numpy(), expected)
+
+
 def test_gains_interpolate_exponentially_and_monotonically():
     from mlimg.nn.models import build
 
@@ -281,9 +297,12 @@ def test_init_with_wider_analysis_starts_from_the_registered_model(tmp_path, tra
     assert meta["resumes"][-1]["widened_to"] == {"N": 10, "Na": 10}  # the analysis follows N
 
 
-def test_sigterm_stops_training_after_a_step_with_a_checkpoint(tmp_path):
-    """`kill PID` on a long run: it checkpoints the step it reached and exits 0 (nothing lost)."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_stops_training_after_a_step_with_a_checkpoint(tmp_path, workers):
+    """`kill PID` on a long run: it checkpoints the step it reached and exits 0 (nothing lost).
+    With batch workers the signal goes to the whole process group, as `timeout -s TERM` sends it."""
     import json
+    import os
     import signal
     import subprocess
     import sys
@@ -292,13 +311,14 @@ def test_sigterm_stops_training_after_a_step_with_a_checkpoint(tmp_path):
     data = _synthetic_images(tmp_path / "data")
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "mlimg.train", "cae", "--data", str(data), "--out", str(run), "--N", "4", "--M", "4",
-           "--crop", "16", "--batch", "1", "--kodak", str(tmp_path / "none"), "--checkpoint-every", "100000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           "--crop", "16", "--batch", "1", "--kodak", str(tmp_path / "none"), "--checkpoint-every", "100000",
+           "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     log = run / "train.log"
     deadline = time.time() + 60
     while time.time() < deadline and not (log.exists() and "first step" in log.read_text()):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     meta = json.loads((run / "checkpoint.json").read_text())

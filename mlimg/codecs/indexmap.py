@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..entropy import CategoricalReader, CategoricalWriter
 from .base import CodecError
 
 N_CONTEXTS = 27
@@ -93,38 +94,28 @@ class StreamEncoder:
     """One range-coder stream that many (symbols, probabilities) groups append to."""
 
     def __init__(self):
-        import constriction
-
-        self._cs = constriction
-        self._enc = constriction.stream.queue.RangeEncoder()
+        self._writer = CategoricalWriter()
 
     def encode(self, symbols, probs) -> None:
-        symbols = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
-        if symbols.size and len(probs) > 1:  # a one-symbol alphabet carries no information
-            model = self._cs.stream.model.Categorical(np.asarray(probs, np.float64), perfect=False)
-            self._enc.encode(symbols, model)
+        if len(probs) > 1:  # a one-symbol alphabet carries no information
+            self._writer.encode(symbols, probs)
 
     def bytes(self) -> bytes:
-        return self._enc.get_compressed().astype("<u4").tobytes()
+        return self._writer.finish()
 
 
 class StreamDecoder:
     def __init__(self, data: bytes, chunk: str):
-        import constriction
-
         if len(data) % 4:
             raise CodecError(f"{chunk} chunk: range-coded data length is not a multiple of 4")
-        self._cs = constriction
         self._chunk = chunk
-        words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-        self._dec = constriction.stream.queue.RangeDecoder(words)
+        self._reader = CategoricalReader(data)
 
     def decode(self, probs, count: int) -> np.ndarray:
         if count == 0 or len(probs) == 1:
             return np.zeros(int(count), np.int64)
         try:
-            model = self._cs.stream.model.Categorical(np.asarray(probs, np.float64), perfect=False)
-            return np.asarray(self._dec.decode(model, int(count)), dtype=np.int64)
+            return self._reader.decode(probs, int(count)).astype(np.int64)
         except Exception as exc:  # constriction reports corrupt streams with assorted types
             raise CodecError(f"{self._chunk} chunk: corrupt range-coded data ({exc})") from exc
 

@@ -1,7 +1,7 @@
 """Entropy coding for the pca method: parametric magnitude tables over one range-coded stream.
 
 Every integer the pca method stores goes through `Writer` / `Reader`, a thin
-wrapper over one constriction range-coder queue (decode order = encode order).
+wrapper over one range-coded stream (mlimg/entropy.py; decode order = encode order).
 
 Signed integers are coded as a magnitude token, an optional escape and a sign:
   token t in 0..ESC      t < ESC is the magnitude itself; t == ESC means "ESC or more"
@@ -21,6 +21,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..entropy import CategoricalReader, CategoricalWriter
+
 ESC = 48  # tokens 0..ESC-1 are literal magnitudes
 _ONE = 1 << 16
 _G1 = 1 << 30  # fixed-point start of the geometric run
@@ -28,12 +30,6 @@ _G1 = 1 << 30  # fixed-point start of the geometric run
 
 class CodingError(ValueError):
     """The range-coded stream is inconsistent (raised by Reader; the codec names the chunk)."""
-
-
-def _cs():
-    import constriction  # local import keeps `import mlimg` light
-
-    return constriction
 
 
 @lru_cache(maxsize=4096)
@@ -78,14 +74,12 @@ def fit_tables(table_ids: np.ndarray, magnitudes: np.ndarray, n_tables: int) -> 
 
 class Writer:
     def __init__(self):
-        cs = _cs()
-        self._enc = cs.stream.queue.RangeEncoder()
-        self._model = cs.stream.model.Categorical
+        self._writer = CategoricalWriter()
 
     def symbols(self, values, probs: np.ndarray) -> None:
         values = np.ascontiguousarray(values, dtype=np.int32).ravel()
         if values.size:
-            self._enc.encode(values, self._model(probs, perfect=False))
+            self._writer.encode(values, probs)
 
     def uints(self, values, bits: int) -> None:
         """Unsigned integers below 2^bits as uniform bytes (most significant first)."""
@@ -105,8 +99,7 @@ class Writer:
         """Magnitudes with one probability row per value (probs: (N, ESC+1)); no signs."""
         mags = np.asarray(mags, dtype=np.int64).ravel()
         if mags.size:
-            self._enc.encode(np.minimum(mags, ESC).astype(np.int32), self._model(perfect=False),
-                             np.ascontiguousarray(probs))
+            self._writer.encode_rows(np.minimum(mags, ESC), probs)
         self._escapes(mags[mags >= ESC] - ESC)
 
     def signs(self, values: np.ndarray) -> None:
@@ -124,23 +117,21 @@ class Writer:
             self.symbols((rest[sel] >> b) & 1, _uniform(2))
 
     def finish(self) -> bytes:
-        return self._enc.get_compressed().tobytes()
+        return self._writer.finish()
 
 
 class Reader:
     def __init__(self, data: bytes):
-        cs = _cs()
-        if len(data) % 4:
-            raise CodingError("range-coded payload length is not a multiple of 4")
-        words = np.frombuffer(data, dtype="<u4").copy()
-        self._dec = cs.stream.queue.RangeDecoder(words)
-        self._model = cs.stream.model.Categorical
+        try:
+            self._reader = CategoricalReader(data)
+        except ValueError as exc:
+            raise CodingError(str(exc)) from None
 
     def symbols(self, n: int, probs: np.ndarray) -> np.ndarray:
         if n == 0:
             return np.zeros(0, dtype=np.int64)
         try:
-            out = self._dec.decode(self._model(probs, perfect=False), int(n))
+            out = self._reader.decode(probs, int(n))
         except Exception as exc:  # constriction reports exhausted/corrupt streams in its own types
             raise CodingError(f"range decoder failed: {exc}") from None
         return np.asarray(out, dtype=np.int64)
@@ -167,7 +158,7 @@ class Reader:
         if not len(probs):
             return np.zeros(0, dtype=np.int64)
         try:
-            mags = self._dec.decode(self._model(perfect=False), np.ascontiguousarray(probs))
+            mags = self._reader.decode_rows(probs)
         except Exception as exc:
             raise CodingError(f"range decoder failed: {exc}") from None
         mags = np.asarray(mags, dtype=np.int64)

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ..entropy import probs_from_counts
+from ..entropy import CategoricalReader, CategoricalWriter, probs_from_counts
 
 # quality 1 -> slope SLOPE_AT_1, quality 100 -> SLOPE_AT_100, log-linear between (squared
 # 8-bit error per bit): at 1 nearly every block stops after one iteration, at 100 nearly
@@ -46,40 +46,31 @@ def choose_counts(errors: np.ndarray, slope: float, bits_per_block: int) -> np.n
 def encode_counts(counts: np.ndarray, iterations: int) -> bytes:
     """Range-code the count map (h, w) of values 1..iterations, row by row; each count is
     coded with the adaptive statistics of counts that sat above a block with the same count."""
-    import constriction as cs
-
     if iterations == 1:  # every count is 1: nothing to code
         return b""
-    enc = cs.stream.queue.RangeEncoder()
-    model = cs.stream.model.Categorical(perfect=False)
+    writer = CategoricalWriter()
     table = np.zeros((iterations + 1, iterations), np.int64)
     above = np.full(counts.shape[1], iterations, np.int64)  # first row: the extra context
     for row in counts.astype(np.int64) - 1:
-        enc.encode(np.ascontiguousarray(row, np.int32), model, np.ascontiguousarray(probs_from_counts(table[above])))
+        writer.encode_rows(row, probs_from_counts(table[above]))
         np.add.at(table, (above, row), MAP_STEP)
         above = row
-    return enc.get_compressed().tobytes()
+    return writer.finish()
 
 
 def decode_counts(data: bytes, shape: tuple[int, int], iterations: int) -> np.ndarray:
     """Inverse of encode_counts. ValueError on a malformed stream."""
-    import constriction as cs
-
-    if len(data) % 4:
-        raise ValueError("range-coded data length is not a multiple of 4")
     if iterations == 1:
         if data:
             raise ValueError("a map of one iteration has no data")
         return np.ones(shape, np.uint8)
-    words = np.frombuffer(data, dtype="<u4").astype(np.uint32) if data else np.zeros(0, np.uint32)
-    dec = cs.stream.queue.RangeDecoder(words)
-    model = cs.stream.model.Categorical(perfect=False)
+    reader = CategoricalReader(data)
     table = np.zeros((iterations + 1, iterations), np.int64)
     above = np.full(shape[1], iterations, np.int64)
     out = np.zeros(shape, np.uint8)
     for y in range(shape[0]):
         try:
-            row = np.asarray(dec.decode(model, np.ascontiguousarray(probs_from_counts(table[above]))), np.int64)
+            row = reader.decode_rows(probs_from_counts(table[above])).astype(np.int64)
         except AssertionError as exc:  # constriction asserts on some garbage streams
             raise ValueError(f"range-coded map is invalid: {exc}") from None
         if row.size != shape[1] or row.min(initial=0) < 0 or row.max(initial=0) >= iterations:

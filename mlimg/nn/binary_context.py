@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..entropy import CategoricalReader, CategoricalWriter
 from .checkerboard import anchor_mask, cross4
 
 RESCALE = 1 << 12  # halve a context's counts beyond this total: keeps it adaptive
@@ -179,12 +180,6 @@ def _scale(counts: np.ndarray, total: int = PRIOR_TOTAL) -> np.ndarray:
     return np.where(n > total, counts * total // np.maximum(n, 1), counts)
 
 
-def _coder():
-    import constriction
-
-    return constriction
-
-
 def encode_iteration(t: int, bits: np.ndarray, prev: np.ndarray | None, counts: ContextCounts,
                      active: np.ndarray | None = None) -> bytes:
     """Range-code iteration t's bits (C, h, w) of 0/1; updates counts. One stream per iteration.
@@ -192,9 +187,7 @@ def encode_iteration(t: int, bits: np.ndarray, prev: np.ndarray | None, counts: 
     active: None (all positions) or an (h, w) bool map of the positions that code this
     iteration; the others are not coded, and read as 0 wherever a context looks at them.
     With counts.split (version 3) each plane is coded as anchors, then the other half."""
-    cs = _coder()
-    enc = cs.stream.queue.RangeEncoder()
-    model = cs.stream.model.Categorical(perfect=False)
+    writer = CategoricalWriter()
     halves = _halves(bits.shape[1:], active, counts.split)
     for c in range(bits.shape[0]):
         ctx = plane_contexts(t, c, prev, bits)
@@ -205,9 +198,9 @@ def encode_iteration(t: int, bits: np.ndarray, prev: np.ndarray | None, counts: 
             where = half.ravel()
             if where.any():
                 k, sym = ctx[where], np.ascontiguousarray(symbols[where])
-                enc.encode(sym, model, np.ascontiguousarray(counts.probs(k)))
+                writer.encode_rows(sym, counts.probs(k))
                 counts.update(k, sym)
-    return enc.get_compressed().tobytes()
+    return writer.finish()
 
 
 def _halves(shape: tuple[int, int], active: np.ndarray | None, split: bool) -> list[np.ndarray]:
@@ -224,12 +217,7 @@ def decode_iteration(t: int, data: bytes, shape: tuple[int, int, int], prev: np.
                      counts: ContextCounts, active: np.ndarray | None = None) -> np.ndarray:
     """Inverse of encode_iteration: (C, h, w) uint8 bits, 0 where not active. ValueError on a
     malformed stream."""
-    if len(data) % 4:
-        raise ValueError("range-coded data length is not a multiple of 4")
-    cs = _coder()
-    words = np.frombuffer(data, dtype="<u4").astype(np.uint32) if data else np.zeros(0, np.uint32)
-    dec = cs.stream.queue.RangeDecoder(words)
-    model = cs.stream.model.Categorical(perfect=False)
+    reader = CategoricalReader(data)
     bits = np.zeros(shape, np.uint8)
     halves = _halves(shape[1:], active, counts.split)
     for c in range(shape[0]):
@@ -244,7 +232,7 @@ def decode_iteration(t: int, data: bytes, shape: tuple[int, int, int], prev: np.
                 k = with_phase(ctx[where], 0)
             else:  # the other half's phases need this plane's decoded anchors (half 0)
                 k = split_contexts(ctx, bits[c], halves[0])[where]
-            symbols = np.asarray(dec.decode(model, np.ascontiguousarray(counts.probs(k))), dtype=np.int32)
+            symbols = reader.decode_rows(counts.probs(k))
             if symbols.size != k.size or symbols.min(initial=0) < 0 or symbols.max(initial=0) > 1:
                 raise ValueError("range decoder returned malformed symbols")
             bits[c].reshape(-1)[where] = symbols

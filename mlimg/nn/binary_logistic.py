@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..entropy import CategoricalReader, CategoricalWriter
 from .binary_context import _halves as checkerboard_halves, _scale, halve_full_rows
 from .checkerboard import anchor_mask, cross4
 
@@ -165,27 +166,18 @@ def encode_iteration(weights, t: int, bits: np.ndarray, prev, prev2, counts: Log
                      active: np.ndarray | None = None) -> bytes:
     """Range-code iteration t's bits (C, h, w) of 0/1 (one stream); updates counts.
     prev, prev2: signs of iterations t-1 and t-2 (signs(bits, active)) or None."""
-    import constriction as cs
-
-    enc = cs.stream.queue.RangeEncoder()
-    model = cs.stream.model.Categorical(perfect=False)
+    writer = CategoricalWriter()
     for ctx, sym in iteration_contexts(weights, t, bits, prev, prev2, active):
-        enc.encode(np.ascontiguousarray(sym), model, np.ascontiguousarray(counts.probs(ctx)))
+        writer.encode_rows(sym, counts.probs(ctx))
         counts.update(ctx, sym)
-    return enc.get_compressed().tobytes()
+    return writer.finish()
 
 
 def decode_iteration(weights, t: int, data: bytes, shape: tuple[int, int, int], prev, prev2,
                      counts: LogisticCounts, active: np.ndarray | None = None) -> np.ndarray:
     """Inverse of encode_iteration: (C, h, w) uint8 bits, 0 where not active. ValueError on a
     malformed stream."""
-    import constriction as cs
-
-    if len(data) % 4:
-        raise ValueError("range-coded data length is not a multiple of 4")
-    words = np.frombuffer(data, dtype="<u4").astype(np.uint32) if data else np.zeros(0, np.uint32)
-    dec = cs.stream.queue.RangeDecoder(words)
-    coder = cs.stream.model.Categorical(perfect=False)
+    reader = CategoricalReader(data)
     bits = np.zeros(shape, np.uint8)
     model = IterationModel(weights, t, prev, prev2, shape)
     halves, act = _halves(shape[1:], active)
@@ -197,7 +189,7 @@ def decode_iteration(weights, t: int, data: bytes, shape: tuple[int, int, int], 
                 continue
             anchors = signs(bits[c], halves[0]) if half else None
             ctx = model.contexts(c, z, where, half, anchors)
-            symbols = np.asarray(dec.decode(coder, np.ascontiguousarray(counts.probs(ctx))), dtype=np.int32)
+            symbols = reader.decode_rows(counts.probs(ctx))
             if symbols.size != ctx.size or symbols.min(initial=0) < 0 or symbols.max(initial=0) > 1:
                 raise ValueError("range decoder returned malformed symbols")
             bits[c].reshape(-1)[where] = symbols
