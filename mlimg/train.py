@@ -50,6 +50,11 @@ def add_arguments(parser) -> None:
                              "model's analysis is widened to it, computing the same function at first")
     parser.add_argument("--Nfa", type=int, default=None, help="gmm: width of the analysis' first stage (default Nf); "
                         "with --init, widened as --Na")
+    parser.add_argument("--Ns", type=int, default=None,
+                        help="gmm: synthesis (decoder) width (default N; decoding time grows with it); with --init, "
+                             "widened as --Na")
+    parser.add_argument("--Nfs", type=int, default=None, help="gmm: width of the synthesis' last stage (default Nf); "
+                        "with --init, widened as --Na")
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     parser.add_argument("--eval-every", type=int, default=None, help="steps between Kodak evaluations (cae/gmm 2000, gan 500)")
     parser.add_argument("--export", metavar="RUN", default=None,
@@ -69,7 +74,7 @@ def run(args) -> int:
     gan_only = [f"--{k.replace('_', '-')}" for k in ("base", "loss_weights") if getattr(args, k, None) is not None]
     if gan_only and args.method != "gan":
         raise SystemExit(f"mlimg train {args.method}: {', '.join(gan_only)} only apply to gan")
-    for key, methods in (("Na", ("cae", "gmm")), ("Nfa", ("gmm",))):
+    for key, methods in (("Na", ("cae", "gmm")), ("Nfa", ("gmm",)), ("Ns", ("gmm",)), ("Nfs", ("gmm",))):
         if getattr(args, key, None) is not None and args.method not in methods:
             raise SystemExit(f"mlimg train {args.method}: --{key} only applies to {'/'.join(methods)}")
     if args.method == "rnn":
@@ -268,8 +273,8 @@ def resolve_init(model_id: str, method: str) -> tuple[str, dict]:
 # Widths that `--init` can grow while keeping the registered model's function (nn/widen.py),
 # each with the width a config that leaves it out means. cae's N is its transforms' width only;
 # gmm's N also sets the hyperprior, whose new channels would change the rate, so gmm grows its
-# analysis only.
-GROWABLE = {"cae": (("N", "N"), ("Na", "N")), "gmm": (("Na", "N"), ("Nfa", "Nf"))}
+# transforms' own widths only.
+GROWABLE = {"cae": (("N", "N"), ("Na", "N")), "gmm": (("Na", "N"), ("Nfa", "Nf"), ("Ns", "N"), ("Nfs", "Nf"))}
 
 
 def _widths(config: dict) -> dict:
@@ -278,8 +283,8 @@ def _widths(config: dict) -> dict:
 
 
 def widened_config(config: dict, args) -> dict:
-    """The registered config with the GROWABLE widths given (--N, --Na, --Nfa) raised; the model
-    built from it fills in (or leaves out) analysis widths as it does for any config."""
+    """The registered config with the GROWABLE widths given (--N, --Na, --Nfa, --Ns, --Nfs) raised;
+    the model built from it fills in (or leaves out) transform widths as it does for any config."""
     wide = dict(config)
     for key, have in _widths(config).items():
         value = getattr(args, key, None)
@@ -361,7 +366,7 @@ def _build(args):
 
     if args.method == "cae":
         return CAE(args.N or 96, args.M or 128, Na=args.Na)
-    return GMM(args.N or 64, args.M or 96, Nf=args.Nf or 32, Na=args.Na, Nfa=args.Nfa)
+    return GMM(args.N or 64, args.M or 96, Nf=args.Nf or 32, Na=args.Na, Nfa=args.Nfa, Ns=args.Ns, Nfs=args.Nfs)
 
 
 def _train(args) -> int:

@@ -213,9 +213,9 @@ def test_init_from_exported_weights_continues_the_step_count(tmp_path, train_in_
     assert "ignored" in (tmp_path / "b" / "train.log").read_text()
 
 
-def test_widened_analysis_computes_the_same_function_then_trains_apart():
-    """nn/widen.py: a gmm whose analysis is widened from a trained one gives the same latents,
-    rates and reconstructions; one training step then changes the zero blocks (new channels
+def test_widened_transforms_compute_the_same_function_then_train_apart():
+    """nn/widen.py: a gmm whose analysis (or synthesis) is widened from a trained one gives the
+    same latents, rates and reconstructions; one training step then changes the zero blocks (new channels
     start to feed old ones). Shrinking, or another kernel size, is refused."""
     from mlimg.nn.models import CAE, GMM
     from mlimg.nn.widen import widen_into
@@ -242,6 +242,20 @@ def test_widened_analysis_computes_the_same_function_then_trains_apart():
     assert torch.count_nonzero(w.grad[:8, 4:]) > 0
     with pytest.raises(ValueError, match="cannot widen"):
         widen_into(GMM(8, 8, Nf=4), wide.state_dict())
+    # the synthesis grows the same way: same reconstructions (rates untouched), then it trains apart
+    wide_s = GMM(8, 8, Nf=4, Ns=12, Nfs=6)
+    assert (wide_s.config["Ns"], wide_s.config["Nfs"]) == (12, 6) and "Na" not in wide_s.config
+    grown = widen_into(wide_s, narrow.state_dict())
+    assert grown and all(k.startswith("g_s.") for k in grown)
+    with torch.no_grad():
+        for position in (0.0, 5.0):
+            (bits_n, x_n), (bits_w, x_w) = narrow.estimate(x, position), wide_s.estimate(x, position)
+            assert torch.equal(bits_n, bits_w) and torch.allclose(x_n, x_w, atol=1e-5)
+    w = wide_s.g_s[2].conv.weight  # ResidualBlockUpsample(M -> Ns): old outputs, new inputs
+    assert w.shape[:2] == (12, 12) and torch.count_nonzero(w[:8, 8:]) == 0
+    x_hat, _ = wide_s(x, 3)
+    ((x_hat - x) ** 2).mean().backward()
+    assert torch.count_nonzero(w.grad[:8, 8:]) > 0
     cae, wide_cae = CAE(6, 4), CAE(6, 4, Na=10)  # GDN gammas and the plain conv stack
     widen_into(wide_cae, cae.state_dict())
     with torch.no_grad():
@@ -288,6 +302,19 @@ def test_init_with_wider_analysis_starts_from_the_registered_model(tmp_path, tra
         run("cae", tmp_path / "c", 1, "--Nfa", "12")
     with pytest.raises(SystemExit, match="widening only grows"):
         run("gmm", tmp_path / "d", 2, "--init", wide_id, "--Na", "10")
+    with pytest.raises(SystemExit, match="only applies to gmm"):
+        run("cae", tmp_path / "c", 1, "--Ns", "12")
+    # --Ns/--Nfs grow the synthesis: the codec decodes with the wide one
+    assert run("gmm", tmp_path / "s", 3, "--init", wide_id, "--Ns", "12", "--Nfs", "6") == 0
+    meta = json.loads((tmp_path / "s" / "checkpoint.json").read_text())
+    assert meta["resumes"][-1]["widened_to"] == {"Ns": 12, "Nfs": 6}
+    wide_s_id = store.export_checkpoint("gmm", tmp_path / "s")
+    assert store.load(wide_s_id, "gmm").net.g_s[2].conv.out_channels == 12
+    buf = io.BytesIO()
+    original.save(buf, format="MLIMG", method="gmm", model=wide_s_id, quality=50)
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        assert decoded.size == original.size and decoded.convert("RGB").getbbox() is not None
     # cae: --N grows the whole transform pair (the prior is over M, unchanged)
     assert run("cae", tmp_path / "e", 1, "--N", "6", "--M", "4") == 0
     cae_id = store.export_checkpoint("cae", tmp_path / "e")

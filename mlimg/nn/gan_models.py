@@ -41,8 +41,9 @@ class GAN(GMM):
     optional_weights = ("g_s.",)
 
     def __init__(self, N: int = 64, M: int = 96, K: int = 3, lambdas=DEFAULT_LAMBDAS, realism: bool = True,
-                 Nf: int | None = None, Na: int | None = None, Nfa: int | None = None):
-        super().__init__(N, M, K, lambdas, Nf, Na, Nfa)
+                 Nf: int | None = None, Na: int | None = None, Nfa: int | None = None,
+                 Ns: int | None = None, Nfs: int | None = None):
+        super().__init__(N, M, K, lambdas, Nf, Na, Nfa, Ns, Nfs)
         Nf = self.config["Nf"]
         self.config = dict(self.config, arch="gan", realism=bool(realism))
         self.generator = Generator(M, N, realism=realism, Nf=Nf)
@@ -50,7 +51,7 @@ class GAN(GMM):
     @classmethod
     def from_config(cls, config: dict) -> "GAN":
         return cls(config["N"], config["M"], config["K"], config["lambdas"], config.get("realism", True), config.get("Nf"),
-                   config.get("Na"), config.get("Nfa"))
+                   config.get("Na"), config.get("Nfa"), config.get("Ns"), config.get("Nfs"))
 
     def gmm_state_dict(self) -> dict:
         """The frozen gmm part's tensors (every key except generator.*)."""

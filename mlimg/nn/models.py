@@ -23,7 +23,7 @@ DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483)
 
 STRIDE = 16  # total downsampling factor of the analysis transform
 # The config keys that define a network's architecture (the rest of a run's config is training).
-ARCH_KEYS = ("arch", "N", "M", "K", "lambdas", "Nf", "Na", "Nfa")
+ARCH_KEYS = ("arch", "N", "M", "K", "lambdas", "Nf", "Na", "Nfa", "Ns", "Nfs")
 
 
 def level_blend(position: float, levels: int) -> tuple[int, int, float]:
@@ -111,22 +111,26 @@ class GMM(nn.Module):
     convolutions so that they can be run in fixed-point integers at decode time
     (see spec/methods/gmm.md); analysis and synthesis stay floating point.
 
-    Widths: N (synthesis and hyperprior), Nf (synthesis' last stage), Na and Nfa (the analysis
-    transform's; default N and Nf). Only the encoder runs the analysis, so it may be wider than
-    the synthesis without slowing decoding (nn/widen.py grows a trained one).
+    Widths: N (hyperprior, and both transforms unless told otherwise), Nf (the transforms'
+    half-resolution stage), Na and Nfa (the analysis', default N and Nf), Ns and Nfs (the
+    synthesis', default N and Nf). Only the encoder runs the analysis, so it may be wider than
+    the synthesis without slowing decoding; nn/widen.py grows either of a trained model.
     """
 
     def __init__(self, N: int = 64, M: int = 96, K: int = 3, lambdas=DEFAULT_LAMBDAS, Nf: int | None = None,
-                 Na: int | None = None, Nfa: int | None = None):
+                 Na: int | None = None, Nfa: int | None = None, Ns: int | None = None, Nfs: int | None = None):
         super().__init__()
         Nf = Nf or N
         Na, Nfa = Na or N, Nfa or Nf
+        Ns, Nfs = Ns or N, Nfs or Nf
         self.config = {"arch": "gmm", "N": N, "M": M, "K": K, "lambdas": list(lambdas), "Nf": Nf}
         if (Na, Nfa) != (N, Nf):  # configs of symmetric models stay as they were
             self.config.update(Na=Na, Nfa=Nfa)
+        if (Ns, Nfs) != (N, Nf):
+            self.config.update(Ns=Ns, Nfs=Nfs)
         self.K, self.M = K, M
         self.g_a = gmm_analysis(M, Na, Nfa)
-        self.g_s = gmm_synthesis(M, N, Nf)
+        self.g_s = gmm_synthesis(M, Ns, Nfs)
         self.h_a = nn.Sequential(
             nn.Conv2d(M, N, 3, padding=1), nn.LeakyReLU(),
             nn.Conv2d(N, N, 5, stride=2, padding=2), nn.LeakyReLU(),
@@ -153,7 +157,7 @@ class GMM(nn.Module):
     @classmethod
     def from_config(cls, config: dict) -> "GMM":
         return cls(config["N"], config["M"], config["K"], config["lambdas"], config.get("Nf"),
-                   config.get("Na"), config.get("Nfa"))
+                   config.get("Na"), config.get("Nfa"), config.get("Ns"), config.get("Nfs"))
 
     gains = CAE.gains
 
