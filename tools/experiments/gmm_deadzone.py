@@ -1,0 +1,70 @@
+"""Experiment: encoder-side deadzone for gmm: q = round(y - delta*sign(y - mu)), mu the mixture mean
+from the integer entropy model (anchors first, then non-anchors from the quantised anchors).
+Actual coded bytes (HLAT + GLAT), PSNR through the synthesis (no loop filter).
+
+    python tools/experiments/gmm_deadzone.py Q1,Q2,... D1,D2,... kodim01 kodim08 ...
+(run from the repository root; Kodak in ../shared/data/kodak; TRAINING.md has the results)
+"""
+import sys
+import numpy as np, torch
+from PIL import Image
+from mlimg.nn import store
+from mlimg.codecs.gmm import _entropy_model, gain_position, _pack_hyper, _pack_latent
+from mlimg.codecs.cae import _pad, _to_rgb_float, encoder_latent, synthesis_tiled
+from mlimg.nn.checkerboard import anchor_mask
+from mlimg.nn.integer import MEAN_FRAC_BITS
+
+torch.set_num_threads(2)
+loaded = store.load(store.default_model("gmm"), "gmm")
+net, ent = loaded.net, _entropy_model(loaded)
+M = net.M
+
+def means(q, hyper, anchors):
+    _, lh, lw = q.shape
+    select = anchor_mask(lh, lw) if anchors else ~anchor_mask(lh, lw)
+    pos = np.flatnonzero(select.ravel())
+    hf = hyper.reshape(hyper.shape[0], -1)
+    ctx = ent.context_of_nothing(pos.size) if anchors else ent.context(np.where(select[None], 0, q)).reshape(2 * M, -1)[:, pos].T
+    w, mq, si = ent.parameters(np.concatenate([hf[:, pos].T, ctx], axis=1))
+    mu = (w * mq).sum(1) / w.sum(1) / 2 ** MEAN_FRAC_BITS
+    return pos, mu.reshape(pos.size, M).T  # (M, npos)
+
+def encode(y, delta):
+    q0 = np.round(y)
+    with torch.inference_mode():
+        z = np.round(net.h_a(torch.from_numpy(q0.astype(np.float32))[None])[0].numpy()).astype(np.int64)
+    _, lh, lw = y.shape
+    hyper = ent.hyper(z, lh, lw)
+    q = q0.copy().reshape(M, -1); yf = y.reshape(M, -1)
+    if delta:
+        for anchors in (True, False):
+            pos, mu = means(q.reshape(M, lh, lw).astype(np.int64), hyper, anchors)
+            v = yf[:, pos]
+            q[:, pos] = np.round(v - delta * np.sign(v - mu))
+    q = q.reshape(M, lh, lw).astype(np.int64)
+    nbytes = len(_pack_hyper(z, ent.t["z_prior"])) + len(_pack_latent(q, z, 50, ent))
+    return q, nbytes
+
+qualities = [int(v) for v in sys.argv[1].split(",")]
+deltas = [float(v) for v in sys.argv[2].split(",")]
+res = {}
+for name in sys.argv[3:]:
+    img = np.asarray(Image.open(f"../shared/data/kodak/{name}.png").convert("RGB"))
+    x = _pad(_to_rgb_float(img, "RGB"))
+    for quality in qualities:
+        pos = gain_position(quality, net.log_gain.shape[0], 2)
+        y = encoder_latent(net, x, pos)
+        _, ig = net.gains(pos)
+        for d in deltas:
+            q, nbytes = encode(y, d)
+            with torch.inference_mode():
+                r = synthesis_tiled(net, q.astype(np.float32), ig)[: img.shape[0], : img.shape[1]]
+            r = np.clip(np.round(r * 255), 0, 255)
+            mse = np.mean((r - img) ** 2)
+            bpp = nbytes * 8 / (img.shape[0] * img.shape[1])
+            res.setdefault((quality, d), []).append((bpp, mse))
+            print(name, quality, d, f"{bpp:.4f} bpp {10*np.log10(255**2/mse):.3f} dB", flush=True)
+print("mean over images:")
+for (quality, d), v in sorted(res.items()):
+    v = np.array(v)
+    print(quality, d, f"{v[:,0].mean():.4f} bpp {np.mean(10*np.log10(255**2/v[:,1])):.3f} dB")
