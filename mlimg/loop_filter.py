@@ -30,6 +30,7 @@ DIRECTION_CLASSES = (1, 3)
 OWN_TAPS = tuple((dy, dx) for dy in range(4) for dx in range(-3, 4)
                  if abs(dy) + abs(dx) <= 3 and (dy > 0 or dx > 0))
 CROSS_TAPS = ((0, 1), (1, 0))
+_OWN, _CROSS = np.array(OWN_TAPS, np.int64), np.array(CROSS_TAPS, np.int64)  # for the compiled filter
 MARGIN = 4  # rows/columns of context a band needs: taps reach 3, classification 2
 BAND_ROWS = 128  # rows per band: memory stays bounded on large images
 # (activity classes, direction classes) the encoder tries; measured on rnn/gmm Kodak decodes,
@@ -140,24 +141,18 @@ def apply(pixels: np.ndarray, filt: LoopFilter) -> np.ndarray:
     colour_channels = 1 if image.shape[2] == 1 else 3
     if colour_channels != filt.channels:
         raise LoopFilterError(f"chunk 'fLTR': filters {filt.channels} channels, the image has {colour_channels}")
+    from .loop_filter_kernels import filter_band
+
     colour = image[..., :colour_channels]
     out = image.copy()
     height, width = colour.shape[:2]
-    half = 1 << (filt.shift - 1)
+    coefficients = np.ascontiguousarray(filt.coefficients, np.int64)
     for y0, y1 in _bands(height):
         z = _band(colour, y0, y1)
         h = y1 - y0
         cls = _classes(*_activity_direction(z, h, width), filt.thresholds, filt.direction_classes)
-        order, bounds = _sorted_classes(cls, filt.classes)
-        for c in range(filt.channels):
-            a = _features(z, c, h, width)[:, order]
-            corr = np.empty(h * width)
-            for j in range(filt.classes):
-                s = slice(bounds[j], bounds[j + 1])
-                # exact in float64: |feature| <= 510, |coefficient| < 2**15, 19 terms << 2**53
-                corr[order[s]] = filt.coefficients[c, j].astype(np.float64) @ a[:, s]
-            corr = (corr.astype(np.int64) + half) >> filt.shift
-            out[y0:y1, :, c] = np.clip(_at(z[..., c], 0, 0, h, width) + corr.reshape(h, width), 0, 255)
+        planes = np.ascontiguousarray(z.transpose(2, 0, 1), np.int32)
+        out[y0:y1, :, :colour_channels] = filter_band(planes, cls, coefficients, filt.shift, _OWN, _CROSS, MARGIN)
     return out[..., 0] if flat else out
 
 
