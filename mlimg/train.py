@@ -114,7 +114,6 @@ def load_images(folder: Path, limit: int | None = None) -> list[np.ndarray]:
 
 def random_batch(images: list[np.ndarray], rng: np.random.Generator, crop: int, batch: int) -> np.ndarray:
     """(batch, 3, crop, crop) float32 in [0, 1]: random image, random crop, random flips."""
-    # Contiguous NCHW: a channels-last strided batch segfaults torch 2.13 CPU conv backward at 128 px.
     return crop_batch(images, rng, crop, batch).astype(np.float32) / 255.0
 
 
@@ -131,6 +130,7 @@ def crop_batch(images: list[np.ndarray], rng: np.random.Generator, crop: int, ba
         if rng.random() < 0.5:
             patch = patch[::-1]
         out[i] = patch
+    # Contiguous NCHW: a channels-last strided batch segfaults torch 2.13 CPU conv backward at 128 px.
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
