@@ -4,10 +4,11 @@ the rate and the distortion, decoder and entropy model frozen. Kodak: real-round
     python tools/experiments/soft_then_hard.py gmm STEPS LR CROP BATCH [ga]
 (run from the repository root; Kodak in ../shared/data/kodak; TRAINING.md has the results)
 """
-import sys, math, time
+import sys, time
 import numpy as np, torch
 from pathlib import Path
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).parent))
+from kodak_cost import LEVELS, kodak_tensors, rd_cost
 from mlimg.nn import store
 from mlimg.train import load_images, random_batch
 from mlimg.nn.entropy_models import quantize_ste
@@ -23,21 +24,11 @@ for n, p in net.named_parameters():
 lams = net.config["lambdas"]
 opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
 images = load_images(Path("../shared/data/bsds500"))
-names = ["kodim01", "kodim08", "kodim15", "kodim23"]
-kx = [torch.from_numpy(np.array(Image.open(f"../shared/data/kodak/{n}.png").convert("RGB"))).permute(2, 0, 1)[None].float().div(255) for n in names]
-levels = [0, 2, 5]
+kx, levels = kodak_tensors(), LEVELS
 
 def kodak():
-    net.eval(); out = []
-    with torch.no_grad():
-        for lv in levels:
-            J = b = p = 0
-            for x in kx:
-                bits, xh = net.estimate(x, lv)
-                mse = torch.mean((torch.round(xh.clamp(0, 1) * 255) - x * 255) ** 2).item() / 255**2
-                bpp = bits.item() / (x.shape[2] * x.shape[3])
-                J += (lams[lv] * 255**2 * mse + bpp) / len(kx); b += bpp / len(kx); p += 10 * math.log10(1 / mse) / len(kx)
-            out.append((J, b, p))
+    net.eval()
+    out = rd_cost(net, kx, levels)
     net.train()
     return out
 
