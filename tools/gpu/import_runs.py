@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("gmm", "cae", "rnn", "gan")  # gmm before gan: the gan needs its base
-RUNS = METHODS + ("rnn-b",)  # rnn-b: train.sh's optional second rnn run, imported only (average it, then export)
+RUNS = METHODS + ("rnn-b", "gmm-b")  # train.sh's optional second runs, imported only (compare or average, then export)
 
 
 def local_paths(o):
@@ -38,8 +38,22 @@ def local_paths(o):
     return o
 
 
+def returned_tensors(files_at: Path, run: str) -> dict | None:
+    """RUN's tensors as collect.py returned them: RUN.safetensors, or joined from RUN.partN.safetensors."""
+    from safetensors.torch import load_file
+
+    files = [files_at / f"{run}.safetensors"] if (files_at / f"{run}.safetensors").exists() else \
+        sorted(files_at.glob(f"{run}.part*.safetensors"), key=lambda f: int(f.name.split(".part")[1].split(".")[0]))
+    if not files:
+        return None
+    tensors = {}
+    for f in files:
+        tensors.update(load_file(str(f)))
+    return tensors
+
+
 def import_runs(files_at: Path, runs: Path) -> list[str]:
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     logs = Path(tempfile.mkdtemp())
     with tarfile.open(files_at / "logs.tar.gz") as tar:
@@ -47,12 +61,11 @@ def import_runs(files_at: Path, runs: Path) -> list[str]:
     backup = runs / f"before-gpu-{time.strftime('%Y%m%d-%H%M%S')}"
     done = []
     for method in RUNS:
-        if not (files_at / f"{method}.safetensors").exists():
+        tensors = returned_tensors(files_at, method)
+        if tensors is None:
             continue
-        tensors = load_file(str(files_at / f"{method}.safetensors"))
         if method == "gan":
-            gmm = load_file(str(files_at / "gmm.safetensors"))
-            tensors = {**gmm, **tensors}
+            tensors = {**returned_tensors(files_at, "gmm"), **tensors}
         old_log = ""
         if (runs / method).exists():
             backup.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,15 @@
 """Pack what one GPU lease needs into .gpu/ (git-excluded; travels with the run tool's `carry`).
 
     python tools/gpu/prepare.py                 # data, 3 Kodak eval images, wheels, slim checkpoints
-    python tools/gpu/prepare.py --untrack       # also keep the weights files from travelling (see below)
-    python tools/gpu/prepare.py --restore       # after the lease: weights tracked again
+    python tools/gpu/prepare.py --untrack       # also keep weights, docs/results, fixtures from travelling
+    python tools/gpu/prepare.py --restore       # after the lease: all tracked again
 
 The device tool sends the working tree (tracked + untracked-not-ignored files + carried paths)
-and refuses more than 64 MiB. The shipped weights (about 49 MB) plus BSDS500 (37 MB) exceed that,
-so --untrack takes mlimg/weights/*.safetensors out of the index for the lease (git rm --cached,
-plus an exclude line); --restore puts them back. Training on the device never needs those files:
-each run resumes from the slim checkpoint written here (model tensors only, float16 where the
+and refuses more than 64 MiB. The shipped weights (about 50 MB) plus BSDS500 (37 MB) exceed that,
+so --untrack takes the tracked files the trainers never read (LEASE_UNTRACKED: the weights, the
+benchmark reports and the conformance fixtures; on 2026-11-27 about 49.6 + 9.5 + 3.8 of the tree's
+60.4 MiB) out of the index for the lease (git rm --cached, plus exclude lines); --restore puts
+them back. Training on the device never needs them: each run resumes from the slim checkpoint written here (model tensors only, float16 where the
 values fit; the optimiser restarts, as with `--init`).
 """
 from __future__ import annotations
@@ -25,7 +26,9 @@ sys.path.insert(0, str(ROOT))
 from mlimg.train import KODAK_EVAL  # noqa: E402  (the images the trainers' logs evaluate on; gan uses two of them)
 DEST = ROOT / ".gpu"
 EXCLUDE = ROOT / ".git" / "info" / "exclude"
-WEIGHTS_PATTERN = "/mlimg/weights/*.safetensors"
+# Tracked paths the device never reads: (git pathspec, exclude line).
+LEASE_UNTRACKED = (("mlimg/weights/*.safetensors", "/mlimg/weights/*.safetensors"),
+                   ("docs/results", "/docs/results/"), ("fixtures", "/fixtures/"))
 WHEELS = ("construct==2.10.70", "constriction==0.5.0", "pytorch-msssim==1.0.0")  # not in the device image
 FP16_MAX = 60000.0
 
@@ -61,17 +64,22 @@ def main(argv=None) -> int:
     p.add_argument("--kodak", default=str(ROOT.parent / "shared/data/kodak"))
     p.add_argument("--runs", default=str(ROOT / "runs"), help="run folders to continue (gmm, cae, rnn)")
     p.add_argument("--methods", default="gmm,cae,rnn", help="runs to pack (leave one out with its train.sh switch, e.g. CAE=0)")
-    p.add_argument("--untrack", action="store_true", help="keep mlimg/weights/*.safetensors from travelling")
+    p.add_argument("--untrack", action="store_true", help="keep weights, docs/results and fixtures from travelling")
+    p.add_argument("--max-images", type=int, default=None,
+                   help="pack only the first N training images (when the lease's files would pass 64 MiB)")
     p.add_argument("--restore", action="store_true", help="undo --untrack")
     a = p.parse_args(argv)
     if a.restore:
-        subprocess.run(["git", "reset", "-q", "HEAD", "mlimg/weights"], cwd=ROOT, check=True)
-        exclude(WEIGHTS_PATTERN, False)
-        print("weights tracked again")
+        for spec, line in LEASE_UNTRACKED:
+            subprocess.run(["git", "reset", "-q", "HEAD", "--", spec], cwd=ROOT, check=True)
+            exclude(line, False)
+        print("weights, docs/results and fixtures tracked again")
         return 0
     exclude("/.gpu/", True)
     shutil.rmtree(DEST, ignore_errors=True)
-    shutil.copytree(a.data, DEST / "bsds500", ignore=shutil.ignore_patterns("*.txt", "SHA256SUMS"))
+    images = sorted(f.name for f in Path(a.data).iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    keep = set(images[: a.max_images])  # the trainers read a folder's images sorted by name
+    shutil.copytree(a.data, DEST / "bsds500", ignore=lambda _, names: [n for n in names if n not in keep])
     (DEST / "kodak").mkdir()
     for name in KODAK_EVAL:
         shutil.copy(Path(a.kodak) / name, DEST / "kodak" / name)
@@ -88,10 +96,9 @@ def main(argv=None) -> int:
             print(f"{method}: no checkpoint in {run} (first `mlimg train {method} --init default --out {run}` "
                   "for a step, or the device run starts from scratch)")
     if a.untrack:
-        subprocess.run(["git", "rm", "-q", "--cached", *[str(f.relative_to(ROOT)) for f in
-                                                          (ROOT / "mlimg/weights").glob("*.safetensors")]],
-                       cwd=ROOT, check=True)
-        exclude(WEIGHTS_PATTERN, True)
+        for spec, line in LEASE_UNTRACKED:
+            subprocess.run(["git", "rm", "-q", "-r", "--cached", "--", spec], cwd=ROOT, check=True)
+            exclude(line, True)
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
                             capture_output=True, check=True).stdout.split(b"\0")
     tree = sum((ROOT / f.decode()).stat().st_size for f in listed if f and (ROOT / f.decode()).is_file())

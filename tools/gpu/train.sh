@@ -10,6 +10,7 @@ CAE_ARGS=${CAE_ARGS:---crop 256 --batch 16 --lr 3e-4}   # e.g. --lr 1e-4: a deca
 GMM_ARGS=${GMM_ARGS:---crop 256 --batch 16 --lr 3e-4}   # e.g. --lr 1e-4 once the curve flattens
 RNN_ARGS=${RNN_ARGS:---crop 32 --batch 128}   # plus e.g. --binariser hard --loss mse to continue such a run
 RNN_B_ARGS=${RNN_B_ARGS:-}   # set: a second rnn run beside the first (runs/rnn-b), to be averaged (tools/average_runs.py)
+GMM_B_ARGS=${GMM_B_ARGS:-}   # set: a second gmm run beside the first (runs/gmm-b, e.g. another widening), 500 s, to compare
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $G/whl/*.whl; export PYTHONPATH=/tmp/site:$PWD
 mkdir -p $G/logs; L=$G/logs
@@ -33,8 +34,9 @@ rnn_run() {  # rnn_run NAME OPTIONS...: one rnn trainer into $G/runs/NAME, log $
 }
 rnn_run rnn $RNN_ARGS & P3=$!
 P4=; [ -n "$RNN_B_ARGS" ] && { rnn_run rnn-b $RNN_B_ARGS & P4=$!; }
+P5=; [ -n "$GMM_B_ARGS" ] && { ( timeout -s TERM $(t 500) python3 -m mlimg train gmm --data $D --kodak $K --out $G/runs/gmm-b $GMM_B_ARGS --eval-every 1000 --checkpoint-every 60 > $L/gmm-b.out 2>&1; echo "gmm-b exit $?" >> $L/gmm-b.out ) & P5=$!; }
 ( while sleep $(t 120); do python3 tools/gpu/collect.py $G $OUT > $L/collect.out 2>&1; done ) &
 CP=$!
-wait $P1 $P2 $P3 $P4
+wait $P1 $P2 $P3 $P4 $P5
 kill $CP 2>/dev/null
 python3 tools/gpu/collect.py $G $OUT; tail -n 4 $L/*.out; tail -n 5 $L/smi.csv; echo "total $(( $(date +%s) - T0 )) s"
