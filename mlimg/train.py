@@ -168,8 +168,10 @@ def step_batches(data: StepBatches, start: int, stop: int, device, workers: int)
         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
         multiprocessing_context="fork" if workers else None,  # fork: workers share the images
         worker_init_fn=_leave_stopping_to_the_trainer)
-    for level, crops in loader:
-        yield int(level), crops.to(device, non_blocking=True).float().div_(255.0)
+    # Started now: starting draws a seed from torch's generator, which must happen before the
+    # trainer seeds its first step, or a resumed run's first step would see other noise.
+    started = iter(loader)
+    return ((int(level), crops.to(device, non_blocking=True).float().div_(255.0)) for level, crops in started)
 
 
 # ---------------------------------------------------------------- log, stopping and checkpoints

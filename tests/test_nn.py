@@ -213,6 +213,24 @@ def test_init_from_exported_weights_continues_the_step_count(tmp_path, train_in_
     assert "ignored" in (tmp_path / "b" / "train.log").read_text()
 
 
+def test_a_resumed_run_trains_exactly_as_an_uninterrupted_one(tmp_path, train_in_tmp):
+    """Batches, levels and the rate's noise are functions of (seed, step) and the checkpoint
+    holds the Adam state: 2 steps + 2 resumed steps give the weights of 4 steps in one go."""
+    from safetensors.torch import load_file
+
+    def run(out, steps):
+        assert train_in_tmp("cae", out, steps, "--N", "4", "--M", "4", "--crop", "16", "--batch", "2") == 0
+
+    run(tmp_path / "a", 4)
+    run(tmp_path / "b", 2)
+    run(tmp_path / "b", 4)
+    a = load_file(str(tmp_path / "a" / "checkpoint.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
 def test_widened_transforms_compute_the_same_function_then_train_apart():
     """nn/widen.py: a gmm whose analysis (or synthesis) is widened from a trained one gives the
     same latents, rates and reconstructions; one training step then changes the zero blocks (new channels
