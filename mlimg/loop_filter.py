@@ -68,11 +68,12 @@ def feature_count(channels: int) -> int:
 # ---------------------------------------------------------------- classification and features
 
 
-def _band(pixels: np.ndarray, y0: int, y1: int) -> np.ndarray:
+def _band(pixels: np.ndarray, y0: int, y1: int, dtype=np.float64) -> np.ndarray:
     """Rows y0-MARGIN .. y1+MARGIN and MARGIN extra columns each side, edges replicated."""
     rows = np.clip(np.arange(y0 - MARGIN, y1 + MARGIN), 0, pixels.shape[0] - 1)
-    # float64 holds every sum below exactly (integers far under 2**53) and feeds BLAS directly
-    band = pixels[rows].astype(np.float64)
+    # float64 (the encoder's) holds every sum below exactly (integers far under 2**53) and feeds
+    # BLAS directly; the decoder's compiled filter reads int32
+    band = pixels[rows].astype(dtype)
     return np.pad(band, ((0, 0), (MARGIN, MARGIN), (0, 0)), mode="edge")
 
 
@@ -148,10 +149,10 @@ def apply(pixels: np.ndarray, filt: LoopFilter) -> np.ndarray:
     height, width = colour.shape[:2]
     coefficients = np.ascontiguousarray(filt.coefficients, np.int64)
     for y0, y1 in _bands(height):
-        z = _band(colour, y0, y1)
+        z = _band(colour, y0, y1, np.int32)
         h = y1 - y0
         cls = _classes(*_activity_direction(z, h, width), filt.thresholds, filt.direction_classes)
-        planes = np.ascontiguousarray(z.transpose(2, 0, 1), np.int32)
+        planes = np.ascontiguousarray(z.transpose(2, 0, 1))
         out[y0:y1, :, :colour_channels] = filter_band(planes, cls, coefficients, filt.shift, _OWN, _CROSS, MARGIN)
     return out[..., 0] if flat else out
 

@@ -446,8 +446,7 @@ def _train_loop(args, model, opt, images, device, step, say, bar, config, comman
     last_ckpt = time.time()
     running = {"loss": 0.0, "bpp": 0.0, "mse": 0.0}
     seen = 0  # steps since this process started: bias-corrects the running averages
-    workers = getattr(args, "workers", None)
-    workers = workers if workers is not None else (2 if device.type == "cuda" else 0)
+    workers = args.workers if args.workers is not None else (2 if device.type == "cuda" else 0)
     batches = step_batches(StepBatches(images, args.seed, args.crop, args.batch, len(lambdas)),
                            step, args.steps, device, workers)
     while step < args.steps and not stop.requested:

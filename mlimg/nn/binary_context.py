@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..entropy import CategoricalReader, CategoricalWriter
+from ..entropy import CategoricalReader, CategoricalWriter, probs_from_counts
 from .checkerboard import anchor_mask, cross4
 
 RESCALE = 1 << 12  # halve a context's counts beyond this total: keeps it adaptive
@@ -134,8 +134,6 @@ class ContextCounts:
         self._check_all = bool((self.counts.sum(axis=1) > RESCALE).any())
 
     def probs(self, ctx: np.ndarray) -> np.ndarray:
-        from ..entropy import probs_from_counts
-
         n = self.per_channel
         if ctx.size > 64:  # (for a handful of bits the direct lookup below is cheaper)
             r0, r1 = int(ctx.min()), int(ctx.max()) + 1

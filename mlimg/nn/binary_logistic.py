@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..entropy import CategoricalReader, CategoricalWriter
+from ..entropy import CategoricalReader, CategoricalWriter, probs_from_counts
 from .binary_context import _halves as checkerboard_halves, _scale, halve_full_rows
 from .checkerboard import anchor_mask, cross4
 
@@ -85,8 +85,6 @@ class LogisticCounts:
             halve_full_rows(self.counts)  # (a stored prior starts within the update rule's bound)
 
     def probs(self, ctx: np.ndarray) -> np.ndarray:
-        from ..entropy import probs_from_counts
-
         return probs_from_counts(self.counts[ctx])
 
     def update(self, ctx: np.ndarray, bits: np.ndarray) -> None:

@@ -6,39 +6,26 @@ Actual coded bytes (HLAT + GLAT), PSNR through the synthesis (no loop filter).
 (run from the repository root; Kodak in ../shared/data/kodak; TRAINING.md has the results)
 """
 import sys
+from pathlib import Path
 import numpy as np, torch
 from PIL import Image
-from mlimg.nn import store
-from mlimg.codecs.gmm import _entropy_model, gain_position, _pack_hyper, _pack_latent
+from mlimg.codecs.gmm import gain_position, _pack_hyper, _pack_latent
 from mlimg.codecs.cae import _pad, _to_rgb_float, encoder_latent, synthesis_tiled
 from mlimg.nn.checkerboard import anchor_mask
-from mlimg.nn.integer import MEAN_FRAC_BITS
-
-torch.set_num_threads(2)
-loaded = store.load(store.default_model("gmm"), "gmm")
-net, ent = loaded.net, _entropy_model(loaded)
-M = net.M
-
-def means(q, hyper, anchors):
-    _, lh, lw = q.shape
-    select = anchor_mask(lh, lw) if anchors else ~anchor_mask(lh, lw)
-    pos = np.flatnonzero(select.ravel())
-    hf = hyper.reshape(hyper.shape[0], -1)
-    ctx = ent.context_of_nothing(pos.size) if anchors else ent.context(np.where(select[None], 0, q)).reshape(2 * M, -1)[:, pos].T
-    w, mq, si = ent.parameters(np.concatenate([hf[:, pos].T, ctx], axis=1))
-    mu = (w * mq).sum(1) / w.sum(1) / 2 ** MEAN_FRAC_BITS
-    return pos, mu.reshape(pos.size, M).T  # (M, npos)
+sys.path.insert(0, str(Path(__file__).parent))
+from gmm_dequantise import M, ent, net, params  # the shipped gmm, its integer mixture per element
 
 def encode(y, delta):
     q0 = np.round(y)
     with torch.inference_mode():
         z = np.round(net.h_a(torch.from_numpy(q0.astype(np.float32))[None])[0].numpy()).astype(np.int64)
     _, lh, lw = y.shape
-    hyper = ent.hyper(z, lh, lw)
     q = q0.copy().reshape(M, -1); yf = y.reshape(M, -1)
     if delta:
-        for anchors in (True, False):
-            pos, mu = means(q.reshape(M, lh, lw).astype(np.int64), hyper, anchors)
+        for anchors in (True, False):  # the non-anchors' means see the quantised anchors
+            W, MU, _ = params(q.reshape(M, lh, lw).astype(np.int64), z)
+            pos = np.flatnonzero((anchor_mask(lh, lw) if anchors else ~anchor_mask(lh, lw)).ravel())
+            mu = (W * MU).sum(-1).reshape(M, -1)[:, pos]
             v = yf[:, pos]
             q[:, pos] = np.round(v - delta * np.sign(v - mu))
     q = q.reshape(M, lh, lw).astype(np.int64)
