@@ -94,7 +94,7 @@ def curve(net, entropy, args):
     lr = float(args.lrs.split(",")[0])
     images = [np.asarray(Image.open(Path("../shared/data/kodak") / f"{n}.png").convert("RGB")) for n in args.cases]
     variants = {
-        "plain": lambda *a: a[2],
+        "plain": lambda net, x, y0, position, inv_gain: y0,
         "refine20": lambda net, x, y0, position, inv_gain: refine_latent(net, x, y0, position, inv_gain, 20),
         "sga": lambda net, x, y0, position, inv_gain: refine_sga(net, x, y0, position, inv_gain, args.steps, lr),
     }
