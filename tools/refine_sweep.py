@@ -2,7 +2,7 @@
 
     python tools/refine_sweep.py kodim01 55 0.01,20 0.005,20 0.02,20 0.01,10
 
-Each LR,STEPS setting refines the analysis latent of the image at that quality with the
+Each LR,STEPS setting refines (straight-through, the kind below ANNEAL_FROM steps) the analysis latent of the image at that quality with the
 shipped gmm weights (Adam, first step LR decayed linearly to 0) and prints the real file
 bpp (entropy-coded chunks, without the container) and PSNR. TRAINING.md quotes the results.
 """
@@ -54,7 +54,7 @@ def main() -> None:
     for setting in args.settings:
         lr, steps = setting.split(",")
         t0 = time.time()
-        y = refine_latent(net, x, y0, position, inv_gain, int(steps), lr=float(lr))
+        y = refine_latent(net, x, y0, position, inv_gain, int(steps), lr=float(lr), anneal=False)
         print(f"  lr {lr} steps {steps}: {measure(y)} ({time.time() - t0:.0f} s)", flush=True)
 
 

@@ -86,6 +86,10 @@ class CAE(nn.Module):
         rounded y twice), also the rate term of encoder-side refinement."""
         return -torch.log2(self.prior.likelihood(y_noisy)).sum()
 
+    def relaxed_bits(self, y_soft: torch.Tensor) -> torch.Tensor:
+        """Rate of a soft-rounded latent (annealed refinement, nn/refine.py)."""
+        return -torch.log2(self.prior.likelihood(y_soft)).sum()
+
     def forward(self, x: torch.Tensor, level: int):
         """Training pass at one lambda level: returns (x_hat, likelihoods)."""
         g = torch.exp(self.log_gain[level]).view(1, -1, 1, 1)
@@ -185,6 +189,15 @@ class GMM(nn.Module):
         z_hat = quantize_ste(z)
         weights, means, scales = self.mixture(self.h_s(z_hat), y_rounded)
         return (-torch.log2(gmm_likelihood(y_noisy, weights, means, scales)).sum()
+                - torch.log2(self.z_prior.likelihood(z_hat)).sum())
+
+    def relaxed_bits(self, y_soft: torch.Tensor) -> torch.Tensor:
+        """Rate of a soft-rounded latent (annealed refinement, nn/refine.py): the context sees
+        it, the hyper-latent follows it rounded and takes no gradient (as in Yang et al. 2020,
+        z is what h_a makes of y, not a free variable)."""
+        z_hat = torch.round(self.h_a(y_soft.detach()))
+        weights, means, scales = self.mixture(self.h_s(z_hat), y_soft)
+        return (-torch.log2(gmm_likelihood(y_soft, weights, means, scales)).sum()
                 - torch.log2(self.z_prior.likelihood(z_hat)).sum())
 
     def forward(self, x: torch.Tensor, level: int):

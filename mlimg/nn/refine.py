@@ -2,11 +2,20 @@
 
 The analysis network predicts the latent in one pass; that prediction is not the latent
 that minimises rate + lambda * distortion for *this* image (the "amortisation gap",
-Campos et al. 2019, Yang et al. 2020). Refinement starts from it and takes a few Adam
-steps on the latent itself with every network frozen, minimising the training objective:
-the rate of y with uniform noise (as in training), and the distortion of the rounded y
-decoded by the synthesis network (straight-through rounding). The decoder is unchanged:
-the file holds an ordinary rounded latent, coded with the usual integer entropy model.
+Campos et al. 2019, Yang et al. 2020). Refinement starts from it and takes Adam steps on
+the latent itself with every network frozen, minimising the training objective. Two
+relaxations of rounding, chosen by the step budget:
+
+* few steps: the rate of y with uniform noise (as in training), the distortion of the
+  rounded y decoded by the synthesis network (straight-through rounding);
+* many steps (ANNEAL_FROM or more): stochastic Gumbel annealing (SGA, Yang et al. 2020),
+  each value a random soft mix of its floor and ceiling whose temperature anneals towards
+  hard rounding, rate and distortion both measured on it. It needs the steps to anneal
+  (behind the first at 20 steps) but keeps gaining where the first stalls (TRAINING.md,
+  "Encoder-side refinement").
+
+The decoder is unchanged: the file holds an ordinary rounded latent, coded with the usual
+integer entropy model.
 
 Memory stays bounded on large images: the latent is refined tile by tile (the encoder's
 tiles, with their context margin); each tile's loss covers its window, only its core moves.
@@ -20,6 +29,12 @@ import numpy as np
 # Adam's first step size in latent units, decayed linearly to 0 over the steps. Measured on
 # Kodak (kodim01 q55, kodim08 q12, 20 steps): 0.01 decayed beat a constant 0.005 and 0.02 decayed.
 LEARNING_RATE = 0.01
+# Annealed refinement (SGA): from this many steps on; its first step size; its temperature,
+# annealed geometrically from TAU_MAX to TAU_MIN. Measured with tools/experiments/refine_sga.py
+# (gmm, Kodak; TRAINING.md): lr 0.03 beat 0.01 at 100 steps; SGA-20 lost to the first kind.
+ANNEAL_FROM = 50
+ANNEAL_LEARNING_RATE = 0.03
+TAU_MAX, TAU_MIN = 0.5, 0.05
 
 
 def lambda_at(lambdas, position: float) -> float:
@@ -32,19 +47,24 @@ def lambda_at(lambdas, position: float) -> float:
 
 
 def refine_latent(net, x: np.ndarray, y: np.ndarray, position: float, inv_gain, steps: int,
-                  lr: float = LEARNING_RATE, seed: int = 0) -> np.ndarray:
+                  lr: float | None = None, seed: int = 0, anneal: bool | None = None) -> np.ndarray:
     """Refined float latent (M, lh, lw) for the padded image x (H, W, 3) in [0, 1].
 
-    net: a CAE or GMM (anything with g_s, latent_bits and config["lambdas"]);
+    net: a CAE or GMM (anything with g_s, latent_bits, relaxed_bits and config["lambdas"]);
     y: the analysis network's gained latent (what the encoder would otherwise round);
-    inv_gain: the inverse gains of `position`; lr: the first step size (decays linearly to 0).
+    inv_gain: the inverse gains of `position`; lr: the first step size (decays linearly to 0;
+    None: the default of the kind); anneal: SGA (None: from ANNEAL_FROM steps on).
     Deterministic for a given seed and machine.
     """
     import torch
 
     from ..codecs.cae import STRIDE, _spans
-    from .entropy_models import quantize_ste
 
+    if anneal is None:
+        anneal = steps >= ANNEAL_FROM
+    if lr is None:
+        lr = ANNEAL_LEARNING_RATE if anneal else LEARNING_RATE
+    loss_of = _annealed_loss if anneal else _straight_through_loss
     lam = lambda_at(net.config["lambdas"], position) * 255.0**2
     ig = inv_gain.detach().clone().view(1, -1, 1, 1)  # clone: may be an inference-mode tensor
     out = np.array(y, dtype=np.float32, copy=True)
@@ -67,13 +87,8 @@ def refine_latent(net, x: np.ndarray, y: np.ndarray, position: float, inv_gain, 
                     pixels = target.shape[-2] * target.shape[-1]
                     for step in range(steps):
                         opt.param_groups[0]["lr"] = lr * (1 - step / steps)
-                        rounded = quantize_ste(latent)
-                        noise = torch.rand(latent.shape, generator=gen) - 0.5
-                        bits = net.latent_bits(latent + noise, rounded)
-                        # channels-last: the synthesis runs ~1.2x faster forward and backward in it
-                        decoded = net.g_s((rounded * ig).contiguous(memory_format=torch.channels_last))
-                        mse = torch.mean((decoded - target) ** 2)
-                        loss = bits / pixels + lam * mse
+                        bits, decoded = loss_of(net, latent, ig, step / max(steps - 1, 1), gen)
+                        loss = bits / pixels + lam * torch.mean((decoded - target) ** 2)
                         opt.zero_grad()
                         loss.backward()
                         latent.grad *= core  # the margin belongs to the neighbouring tiles
@@ -84,3 +99,38 @@ def refine_latent(net, x: np.ndarray, y: np.ndarray, position: float, inv_gain, 
         for p in frozen:
             p.requires_grad_(True)
     return out
+
+
+def _straight_through_loss(net, latent, ig, progress: float, gen):
+    """(bits, decoded): rate of the noisy latent, distortion of the rounded one."""
+    import torch
+
+    from .entropy_models import quantize_ste
+
+    rounded = quantize_ste(latent)
+    noise = torch.rand(latent.shape, generator=gen) - 0.5
+    bits = net.latent_bits(latent + noise, rounded)
+    # channels-last: the synthesis runs ~1.2x faster forward and backward in it
+    return bits, net.g_s((rounded * ig).contiguous(memory_format=torch.channels_last))
+
+
+def _annealed_loss(net, latent, ig, progress: float, gen):
+    """(bits, decoded) of the latent soft-rounded at the temperature of `progress` (0..1)."""
+    import torch
+
+    soft = sga_round(latent, TAU_MAX * (TAU_MIN / TAU_MAX) ** progress, gen)
+    return net.relaxed_bits(soft), net.g_s((soft * ig).contiguous(memory_format=torch.channels_last))
+
+
+def sga_round(y, tau: float, gen):
+    """Stochastic Gumbel annealing's relaxed rounding of y: floor or ceiling, mixed by a
+    Gumbel-softmax at temperature tau whose logits favour the nearer integer (-atanh of the
+    distance, Yang et al. 2020 eq. 5); tends to hard rounding as tau -> 0."""
+    import torch
+
+    lo = torch.floor(y).detach()
+    d = torch.stack([y - lo, lo + 1 - y], -1).clamp(-1 + 1e-5, 1 - 1e-5)
+    logits = -torch.atanh(d) / tau
+    u = torch.rand(logits.shape, generator=gen).clamp(1e-10, 1 - 1e-10)
+    p = torch.softmax((logits - torch.log(-torch.log(u))) / tau, -1)
+    return lo + p[..., 1]

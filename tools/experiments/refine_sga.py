@@ -1,5 +1,6 @@
 """Encoder-side refinement with stochastic Gumbel annealing (Yang et al. 2020) against the
-shipped `refine=` (noisy rate, straight-through rounding), gmm, same step budget.
+straight-through kind (noisy rate, rounded distortion), gmm, same step budget. Both are now
+the codec's (mlimg/nn/refine.py: `refine=` picks SGA from ANNEAL_FROM steps on).
 
     python tools/experiments/refine_sga.py kodim01:55 kodim08:12 kodim23:100 --steps 20
     python tools/experiments/refine_sga.py kodim01 kodim08 kodim15 kodim23 --curve 1,25,55,85,100 --steps 100 --lrs 0.03
@@ -26,46 +27,12 @@ from mlimg.codecs import gmm
 from mlimg.codecs.cae import _pad, _to_rgb_float, analysis_tiled, synthesis_tiled
 from mlimg.metrics import bd_rate
 from mlimg.nn import store
-from mlimg.nn.entropy_models import gmm_likelihood
 from mlimg.nn.refine import lambda_at, refine_latent
 
 
-def sga_round(y, tau, gen):
-    """A relaxed rounding of y: floor or ceil, softly, by a Gumbel-softmax whose logits favour
-    the nearer integer (atanh of the distance), temperature tau."""
-    lo = torch.floor(y).detach()
-    d = torch.stack([y - lo, lo + 1 - y], -1).clamp(-1 + 1e-5, 1 - 1e-5)
-    logits = -torch.atanh(d) / tau
-    u = torch.rand(logits.shape, generator=gen).clamp(1e-10, 1 - 1e-10)
-    p = torch.softmax((logits - torch.log(-torch.log(u))) / tau, -1)
-    return lo + p[..., 1]
-
-
-def refine_sga(net, x, y, position, inv_gain, steps, lr, tau_max=0.5, tau_min=0.05, seed=0):
-    lam = lambda_at(net.config["lambdas"], position) * 255.0**2
-    ig = inv_gain.detach().clone().view(1, -1, 1, 1)
-    target = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None]
-    gen = torch.Generator().manual_seed(seed)
-    for p in net.parameters():
-        p.requires_grad_(False)
-    latent = torch.from_numpy(np.array(y, np.float32))[None].requires_grad_(True)
-    opt = torch.optim.Adam([latent], lr=lr)
-    pixels = target.shape[-2] * target.shape[-1]
-    with torch.enable_grad():
-        for step in range(steps):
-            opt.param_groups[0]["lr"] = lr * (1 - step / steps)
-            tau = tau_max * (tau_min / tau_max) ** (step / max(steps - 1, 1))
-            soft = sga_round(latent, tau, gen)
-            z_hat = torch.round(net.h_a(soft.detach()))  # the hyper-latent follows; not optimised
-            weights, means, scales = net.mixture(net.h_s(z_hat), soft)
-            bits = (-torch.log2(gmm_likelihood(soft, weights, means, scales)).sum()
-                    - torch.log2(net.z_prior.likelihood(z_hat)).sum())
-            decoded = net.g_s(soft * ig)
-            loss = bits / pixels + lam * torch.mean((decoded - target) ** 2)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return latent.detach()[0].numpy()
+def refine_sga(net, x, y, position, inv_gain, steps, lr):
+    """SGA refinement, now the codec's own for long refinements (mlimg/nn/refine.py)."""
+    return refine_latent(net, x, y, position, inv_gain, steps, lr=lr, anneal=True)
 
 
 def analysed(net, x, quality):
@@ -95,7 +62,7 @@ def curve(net, entropy, args):
     images = [np.asarray(Image.open(Path("../shared/data/kodak") / f"{n}.png").convert("RGB")) for n in args.cases]
     variants = {
         "plain": lambda net, x, y0, position, inv_gain: y0,
-        "refine20": lambda net, x, y0, position, inv_gain: refine_latent(net, x, y0, position, inv_gain, 20),
+        "refine20": lambda net, x, y0, position, inv_gain: refine_latent(net, x, y0, position, inv_gain, 20, anneal=False),
         "sga": lambda net, x, y0, position, inv_gain: refine_sga(net, x, y0, position, inv_gain, args.steps, lr),
     }
     mean = {k: np.zeros((len(qualities), 2)) for k in variants}
@@ -137,7 +104,7 @@ def main() -> None:
 
         print(f"{name} q{quality}: analysis {measure(y0)}", flush=True)
         t0 = time.time()
-        print(f"  shipped refine {args.steps}: {measure(refine_latent(net, x, y0, position, inv_gain, args.steps))}"
+        print(f"  shipped refine {args.steps}: {measure(refine_latent(net, x, y0, position, inv_gain, args.steps, anneal=False))}"
               f" ({time.time() - t0:.0f} s)", flush=True)
         for lr in args.lrs.split(","):
             t0 = time.time()
