@@ -11,7 +11,7 @@ anneals towards hard rounding, and measures rate and distortion on that same rel
 Prints the real coded bpp (chunks, no container) and PSNR of each variant, like
 tools/refine_sweep.py; with --curve, the images' mean bpp and PSNR at each quality without
 refinement and with SGA at the first --lrs value, and the BD-rate between the two curves.
-Single-tile images only (Kodak fits one tile).
+Kodak images (each fits one tile).
 """
 import argparse
 import math
@@ -27,7 +27,7 @@ from mlimg.codecs import gmm
 from mlimg.codecs.cae import _pad, _to_rgb_float, analysis_tiled, synthesis_tiled
 from mlimg.metrics import bd_rate
 from mlimg.nn import store
-from mlimg.nn.refine import lambda_at, refine_latent
+from mlimg.nn.refine import refine_latent
 
 
 def refine_sga(net, x, y, position, inv_gain, steps, lr):
