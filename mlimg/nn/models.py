@@ -87,8 +87,9 @@ class CAE(nn.Module):
         return -torch.log2(self.prior.likelihood(y_noisy)).sum()
 
     def relaxed_bits(self, y_soft: torch.Tensor) -> torch.Tensor:
-        """Rate of a soft-rounded latent (annealed refinement, nn/refine.py)."""
-        return -torch.log2(self.prior.likelihood(y_soft)).sum()
+        """Rate of a soft-rounded latent (annealed refinement, nn/refine.py): the factorised
+        prior has no context, so the same as the training rate."""
+        return self.latent_bits(y_soft, y_soft)
 
     def forward(self, x: torch.Tensor, level: int):
         """Training pass at one lambda level: returns (x_hat, likelihoods)."""
