@@ -26,6 +26,15 @@ from safetensors.torch import load_file
 from mlimg.train import write_checkpoint
 
 
+# Options recorded in a run's config that shape its training, not its network: runs that differ
+# only in these (e.g. two seeds) can be averaged.
+TRAINING_OPTIONS = {"crop", "batch", "lr", "prior_lr", "gain_lr", "seed", "data", "loss", "binariser"}
+
+
+def network(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in TRAINING_OPTIONS}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", type=Path)
@@ -34,7 +43,7 @@ def main() -> None:
     where.add_argument("--write-back", action="store_true", help="replace each run's weights by the mean")
     a = p.parse_args()
     metas = [json.loads((run / "checkpoint.json").read_text()) for run in a.runs]
-    if any(m["config"] != metas[0]["config"] for m in metas):
+    if any(network(m["config"]) != network(metas[0]["config"]) for m in metas):
         raise SystemExit("the runs have different network configs: nothing to average")
     stored = [load_file(str(run / "checkpoint.safetensors")) for run in a.runs]
     tensors = [{k: v for k, v in t.items() if k.startswith("model.")} for t in stored]

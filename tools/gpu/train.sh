@@ -6,6 +6,7 @@
 G=${G:-.gpu}; S=${S:-100}   # S: percent of the time budget (local dry runs use less)
 GAN=${GAN:-1}   # GAN=0: no new gan this lease, gmm trains the whole time (the shipped gan keeps its own gmm copy)
 CAE=${CAE:-1}   # CAE=0: leave cae out (its curve has flattened), the others get its share of the GPU
+RNN=${RNN:-1}   # RNN=0: leave rnn out (pack without it), gmm and cae get its share of the GPU
 CAE_ARGS=${CAE_ARGS:---crop 256 --batch 16 --lr 3e-4}   # e.g. --lr 1e-4: a decay step once the curve flattens
 GMM_ARGS=${GMM_ARGS:---crop 256 --batch 16 --lr 3e-4}   # e.g. --lr 1e-4 once the curve flattens
 RNN_ARGS=${RNN_ARGS:---crop 32 --batch 128}   # plus e.g. --binariser hard --loss mse to continue such a run
@@ -32,7 +33,7 @@ rnn_run() {  # rnn_run NAME OPTIONS...: one rnn trainer into $G/runs/NAME, log $
   timeout -s TERM $(t 500) python3 -m mlimg.train_rnn --data $D --out $G/runs/$name "$@" --checkpoint-every 60 > $L/$name.out 2>&1
   echo "$name exit $?" >> $L/$name.out
 }
-rnn_run rnn $RNN_ARGS & P3=$!
+P3=; [ "$RNN" = 1 ] && { rnn_run rnn $RNN_ARGS & P3=$!; }
 P4=; [ -n "$RNN_B_ARGS" ] && { rnn_run rnn-b $RNN_B_ARGS & P4=$!; }
 P5=; [ -n "$GMM_B_ARGS" ] && { ( timeout -s TERM $(t 500) python3 -m mlimg train gmm --data $D --kodak $K --out $G/runs/gmm-b $GMM_B_ARGS --eval-every 1000 --checkpoint-every 60 > $L/gmm-b.out 2>&1; echo "gmm-b exit $?" >> $L/gmm-b.out ) & P5=$!; }
 ( while sleep $(t 120); do python3 tools/gpu/collect.py $G $OUT > $L/collect.out 2>&1; done ) &
