@@ -59,6 +59,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--eval-every", type=int, default=None, help="steps between Kodak evaluations (cae/gmm 2000, gan 500)")
     parser.add_argument("--export", metavar="RUN", default=None,
                         help="instead of training: export RUN's checkpoint to mlimg/weights and register it")
+    parser.add_argument("--half", action="store_true",
+                        help="cae/gmm --export: store the network in float16 where exact enough (about half "
+                             "the bytes; the integer tables are computed from the rounded network)")
     parser.add_argument("--init", metavar="MODEL_ID", default=None,
                         help="when the run folder has no checkpoint: start from these registered weights "
                              "('default': the method's default model) at their recorded step, with a fresh "
@@ -77,6 +80,8 @@ def run(args) -> int:
     for key, methods in (("Na", ("cae", "gmm")), ("Nfa", ("gmm",)), ("Ns", ("gmm",)), ("Nfs", ("gmm",))):
         if getattr(args, key, None) is not None and args.method not in methods:
             raise SystemExit(f"mlimg train {args.method}: --{key} only applies to {'/'.join(methods)}")
+    if getattr(args, "half", False) and (args.method not in ("cae", "gmm") or not args.export):
+        raise SystemExit(f"mlimg train {args.method}: --half only applies to cae/gmm with --export")
     if args.method == "rnn":
         from .train_rnn import run_from_train_command
         return run_from_train_command(args)
@@ -90,7 +95,7 @@ def run(args) -> int:
         data = Path(args.data) if args.method == "cae" else None
         if data is not None and not data.is_dir():
             raise SystemExit(f"mlimg train cae --export measures its context tables on --data: {data} is not a folder")
-        model_id = store.export_checkpoint(args.method, Path(args.export), data)
+        model_id = store.export_checkpoint(args.method, Path(args.export), data, half=args.half)
         print(f"registered {model_id}")
         return 0
     for key, value in CAE_GMM_DEFAULTS.items():

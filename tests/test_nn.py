@@ -368,3 +368,58 @@ def test_sigterm_stops_training_after_a_step_with_a_checkpoint(tmp_path, workers
     assert proc.returncode == 0, out
     meta = json.loads((run / "checkpoint.json").read_text())
     assert meta["step"] >= 1 and "(stop requested)" in log.read_text()
+
+
+@pytest.mark.parametrize("method", ["gmm", "cae"])
+def test_half_export_stores_float16_and_describes_the_network_it_ships(tmp_path, train_in_tmp, method):
+    """`mlimg train METHOD --export RUN --half`: about half the bytes; the loaded network is the
+    float16-rounded one and the integer tables are those of that network; files encode and decode."""
+    import io
+
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    import mlimg  # noqa: F401  (registers the plugin)
+    from mlimg.nn import store
+
+    widths = ("--N", "8", "--M", "8") + (("--Nf", "4") if method == "gmm" else ())
+    assert train_in_tmp(method, tmp_path / "run", 2, "--crop", "32", "--batch", "2", *widths) == 0
+    full_id = store.export_checkpoint(method, tmp_path / "run")
+    # the next export replaces the default's file
+    (tmp_path / "full.safetensors").write_bytes((store.WEIGHTS_DIR / f"{full_id}.safetensors").read_bytes())
+    half_id = store.export_checkpoint(method, tmp_path / "run", half=True)
+    half_path = store.WEIGHTS_DIR / f"{half_id}.safetensors"
+    stored = load_file(str(half_path))
+    full = load_file(str(tmp_path / "full.safetensors"))
+
+    def network_bytes(tensors):  # the integer tables, the bulk of a tiny model's file, are unchanged
+        return sum(v.numel() * v.element_size() for k, v in tensors.items() if k.startswith("model."))
+
+    assert half_id != full_id and network_bytes(stored) < 0.6 * network_bytes(full)
+    assert store.registry()["models"][half_id]["network_dtype"].startswith("float16")
+    weights = [v for k, v in stored.items() if k.startswith("model.") and v.is_floating_point() and v.dim() > 1]
+    assert weights and all(v.dtype == torch.float16 for v in weights)
+    loaded = store.load(half_id, method)
+    for name, value in loaded.net.state_dict().items():
+        assert value.dtype == full[f"model.{name}"].dtype  # float32 again once loaded
+        assert torch.equal(value, stored[f"model.{name}"].to(value.dtype))
+        assert torch.allclose(value, full[f"model.{name}"], rtol=2e-3, atol=1e-3 * float(value.abs().max()))
+    for name, table in store.integer_tables(loaded.net).items():  # recomputed from what a decoder loads
+        assert np.array_equal(np.asarray(table), loaded.tables[name]), name
+    original = Image.fromarray(np.random.default_rng(2).integers(0, 256, (24, 30, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    original.save(buf, format="MLIMG", method=method, model=half_id, quality=50)
+    decoded = [np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")) for _ in range(2)]
+    assert decoded[0].shape == (24, 30, 3) and np.array_equal(decoded[0], decoded[1])
+    with pytest.raises(SystemExit, match="--half only applies"):
+        train_in_tmp("rnn", tmp_path / "r", 1, "--half")
+
+
+def test_half_where_exact_keeps_float32_where_float16_would_lose_values():
+    from mlimg.nn.store import half_where_exact
+
+    assert half_where_exact(torch.tensor([0.5, -0.25, 1.0])).dtype == torch.float16
+    assert half_where_exact(torch.zeros(3)).dtype == torch.float16
+    assert half_where_exact(torch.tensor([1e-9, 2e-9])).dtype == torch.float32  # subnormal in float16
+    assert half_where_exact(torch.tensor([1e5])).dtype == torch.float32  # overflows float16
+    assert half_where_exact(torch.tensor([1.0, 1e-6])).dtype == torch.float16  # error judged against the largest

@@ -113,12 +113,52 @@ def _read_weights(path: Path, config: dict):
     return net, tables
 
 
-def save_weights(path: Path, net, tables: dict, config: dict) -> str:
-    """Write a weights file (float network + integer tables); returns its sha256."""
+# float16 storage (`half`) keeps a tensor in float32 when rounding it would move any value by more
+# than this fraction of the tensor's largest magnitude (tiny reparametrisation offsets, subnormals)
+# or when it would overflow float16.
+HALF_TOLERANCE = 2.0 ** -10
+HALF_MAX = 60000.0
+
+
+def half_where_exact(tensor):
+    """`tensor` in float16 when that is exact enough (HALF_TOLERANCE), else in float32."""
+    t = tensor.detach().float().cpu()
+    if not t.numel():
+        return t
+    scale = float(t.abs().max())
+    if scale == 0.0:
+        return t.half()
+    if scale > HALF_MAX:
+        return t
+    error = float((t.half().float() - t).abs().max())
+    return t.half() if error <= HALF_TOLERANCE * scale else t
+
+
+def round_to_half(net) -> None:
+    """Replace NET's float tensors by the values a float16 weights file will hold, so that the
+    integer tables computed from it next describe exactly the network a decoder loads."""
+    import torch
+
+    with torch.no_grad():
+        for value in net.state_dict(keep_vars=True).values():
+            if value.is_floating_point():
+                value.copy_(half_where_exact(value).float())
+
+
+def save_weights(path: Path, net, tables: dict, config: dict, half: bool = False) -> str:
+    """Write a weights file (float network + integer tables); returns its sha256.
+
+    half: network tensors in float16 where exact enough (half_where_exact; about half the bytes);
+    call round_to_half(net) before computing `tables`. A decoder converts them back to float32."""
     from safetensors.torch import save_file
     import torch
 
-    tensors = {f"model.{k}": v.detach().float().contiguous().cpu() for k, v in net.state_dict().items()}
+    def stored(v):
+        if half and v.is_floating_point():
+            return half_where_exact(v).contiguous()
+        return v.detach().float().contiguous().cpu()
+
+    tensors = {f"model.{k}": stored(v) for k, v in net.state_dict().items()}
     for name, table in tables.items():  # int32, or uint16 for large tables that fit it
         dtype = np.uint16 if np.asarray(table).dtype == np.uint16 else np.int32
         tensors[f"cdf.{name}"] = torch.from_numpy(np.ascontiguousarray(table, dtype=dtype))
@@ -148,9 +188,10 @@ def integer_tables(net, data: Path | None = None) -> dict:
     raise ValueError(f"no integer tables for architecture {net.config['arch']!r}")
 
 
-def export_checkpoint(method: str, run_dir: Path, data: Path | None = None) -> str:
+def export_checkpoint(method: str, run_dir: Path, data: Path | None = None, half: bool = False) -> str:
     """Turn a training checkpoint into shipped weights: integer tables (cae's context tables
-    measured on `data`, see integer_tables), sha256, registry entry.
+    measured on `data`, see integer_tables), sha256, registry entry. `half`: float16 tensors
+    where exact enough (save_weights), the tables computed from the rounded network.
 
     The previous default weights of the same method are removed so the package stays small.
     """
@@ -166,11 +207,13 @@ def export_checkpoint(method: str, run_dir: Path, data: Path | None = None) -> s
     tensors = load_file(str(run_dir / "checkpoint.safetensors"))
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     net.eval()
+    if half:
+        round_to_half(net)
     tables = integer_tables(net, data)
     WEIGHTS_DIR.mkdir(exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=WEIGHTS_DIR, suffix=".tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)
-    sha = save_weights(tmp_path, net, tables, config)
+    sha = save_weights(tmp_path, net, tables, config, half=half)
     model_id = f"{method}-v1-{sha[:8]}"
     final = WEIGHTS_DIR / f"{model_id}.safetensors"
     tmp_path.chmod(0o644)  # NamedTemporaryFile creates 0600
@@ -188,6 +231,8 @@ def export_checkpoint(method: str, run_dir: Path, data: Path | None = None) -> s
         "training": {"command": meta.get("command"), "resumes": meta.get("resumes", []), "steps": meta["step"],
                      "train_config": meta["config"]},
     }
+    if half:
+        reg["models"][model_id]["network_dtype"] = "float16 where exact enough"
     if "context_tables" in tables:
         from ..codecs.cae import CONTEXT_IMAGES
 
