@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from mlimg.nn.store import half_where_exact  # noqa: E402  (the float16 rule of `--export --half`)
 from mlimg.train import KODAK_EVAL  # noqa: E402  (the images the trainers' logs evaluate on; gan uses two of them)
 DEST = ROOT / ".gpu"
 EXCLUDE = ROOT / ".git" / "info" / "exclude"
@@ -30,7 +31,6 @@ EXCLUDE = ROOT / ".git" / "info" / "exclude"
 LEASE_UNTRACKED = (("mlimg/weights/*.safetensors", "/mlimg/weights/*.safetensors"),
                    ("docs/results", "/docs/results/"), ("fixtures", "/fixtures/"))
 WHEELS = ("construct==2.10.70", "constriction==0.5.0", "pytorch-msssim==1.0.0")  # not in the device image
-FP16_MAX = 60000.0
 
 
 def exclude(line: str, present: bool) -> None:
@@ -48,8 +48,7 @@ def slim_checkpoint(run: Path, out: Path) -> None:
     for k, v in tensors.items():
         if not k.startswith("model."):
             continue
-        small = v.is_floating_point() and v.numel() and float(v.abs().max()) < FP16_MAX
-        slim[k] = v.half() if small else v
+        slim[k] = half_where_exact(v) if v.is_floating_point() else v
     out.mkdir(parents=True, exist_ok=True)
     save_file(slim, str(out / "checkpoint.safetensors"))
     meta = json.loads((run / "checkpoint.json").read_text())
