@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -238,5 +239,9 @@ def export_checkpoint(method: str, run_dir: Path, data: Path | None = None, half
 
         reg["models"][model_id]["context_tables"] = {"data": str(data), "images": CONTEXT_IMAGES}
     reg["default"][method] = model_id
-    REGISTRY.write_text(json.dumps(reg, indent=1) + "\n")
+    # Write beside it and rename: a process reading the registry meanwhile (a running bench)
+    # sees the old file or the new one, never half of one.
+    tmp = REGISTRY.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(reg, indent=1) + "\n")
+    os.replace(tmp, REGISTRY)
     return model_id
