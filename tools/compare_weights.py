@@ -1,7 +1,7 @@
 """Per-point bpp and PSNR of two weights files of one method on a few Kodak images (e.g. a float32
 and a float16 export of the same run, before shipping one of them).
 
-    python tools/compare_weights.py gmm /tmp/gmm-fp32.safetensors mlimg/weights/gmm-v1-92a45d35.safetensors
+    python tools/compare_weights.py gmm /tmp/gmm-fp32.safetensors /tmp/gmm-fp16.safetensors
     python tools/compare_weights.py cae A.safetensors B.safetensors --images kodim01,kodim08 --qualities 1,50,100
 
 Each file is registered for this process under its own name (its config read from the file's
