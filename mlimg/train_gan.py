@@ -416,8 +416,6 @@ def export(run_dir: Path) -> str:
     """Checkpoint -> mlimg/weights/gan-v1-<sha8>.safetensors: every tensor of the base gmm weights
     file unchanged (float network and integer cdf.* tables) except g_s, plus model.generator.*; registered as
     the gan default, the previous default gan file removed."""
-    import tempfile
-
     from safetensors.numpy import load_file, save_file
 
     from .nn import store
@@ -454,27 +452,12 @@ def export(run_dir: Path) -> str:
         raise SystemExit(f"--export {run_dir}: tensors do not fit the gan network (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
 
-    store.WEIGHTS_DIR.mkdir(exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=store.WEIGHTS_DIR, suffix=".tmp", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
+    tmp_path = store.new_weights_path()
     save_file(tensors, str(tmp_path), metadata={"config": json.dumps(config)})
-    sha = store.sha256_file(tmp_path)
-    model_id = f"gan-v1-{sha[:8]}"
-    final = store.WEIGHTS_DIR / f"{model_id}.safetensors"
-    tmp_path.chmod(0o644)  # NamedTemporaryFile creates 0600
-    tmp_path.replace(final)
-    reg = json.loads(store.REGISTRY.read_text()) if store.REGISTRY.exists() else {"default": {}, "models": {}}
-    old = reg["default"].get("gan")
-    if old and old != model_id and old in reg["models"]:
-        (store.WEIGHTS_DIR / reg["models"].pop(old)["file"]).unlink(missing_ok=True)
-    reg["models"][model_id] = {
-        "method": "gan", "file": final.name, "sha256": sha, "config": config, "base": base_id,
-        "training": {"command": meta.get("command"), "resumes": meta.get("resumes", []), "steps": meta["step"],
-                     "train_config": meta.get("train_config")},
-    }
-    reg["default"]["gan"] = model_id
-    store.REGISTRY.write_text(json.dumps(reg, indent=1) + "\n")
-    return model_id
+    entry = {"config": config, "base": base_id,
+             "training": {"command": meta.get("command"), "resumes": meta.get("resumes", []), "steps": meta["step"],
+                          "train_config": meta.get("train_config")}}
+    return store.install_default("gan", tmp_path, store.sha256_file(tmp_path), entry)
 
 
 def main(argv=None) -> int:

@@ -278,27 +278,11 @@ def refit_context(data: Path, seed: int = 0) -> str:
 
 def _register(net, tables: dict, training: dict) -> str:
     """Write the weights file, register it as the rnn default and drop the old default's file."""
-    import tempfile
-
     from .nn import store
 
-    store.WEIGHTS_DIR.mkdir(exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=store.WEIGHTS_DIR, suffix=".tmp", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
+    tmp_path = store.new_weights_path()
     sha = store.save_weights(tmp_path, net, tables, net.config)
-    tmp_path.chmod(0o644)  # NamedTemporaryFile creates 0600 (as store.export_checkpoint does)
-    model_id = f"rnn-v1-{sha[:8]}"
-    final = store.WEIGHTS_DIR / f"{model_id}.safetensors"
-    tmp_path.replace(final)
-    reg = json.loads(store.REGISTRY.read_text()) if store.REGISTRY.exists() else {"default": {}, "models": {}}
-    old = reg["default"].get("rnn")
-    if old and old != model_id and old in reg["models"]:
-        (store.WEIGHTS_DIR / reg["models"].pop(old)["file"]).unlink(missing_ok=True)
-    reg["models"][model_id] = {"method": "rnn", "file": final.name, "sha256": sha, "config": net.config,
-                               "training": training}
-    reg["default"]["rnn"] = model_id
-    store.REGISTRY.write_text(json.dumps(reg, indent=1) + "\n")
-    return model_id
+    return store.install_default("rnn", tmp_path, sha, {"config": net.config, "training": training})
 
 
 def lower_gain_offsets(net, images, seed: int, device, crops: int = 64, crop: int = 64):

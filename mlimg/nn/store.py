@@ -196,8 +196,6 @@ def export_checkpoint(method: str, run_dir: Path, data: Path | None = None, half
 
     The previous default weights of the same method are removed so the package stays small.
     """
-    import tempfile
-
     from safetensors.torch import load_file
 
     from .models import ARCH_KEYS, build
@@ -211,33 +209,43 @@ def export_checkpoint(method: str, run_dir: Path, data: Path | None = None, half
     if half:
         round_to_half(net)
     tables = integer_tables(net, data)
+    tmp_path = new_weights_path()
+    sha = save_weights(tmp_path, net, tables, config, half=half)
+    entry = {"config": config,
+             "training": {"command": meta.get("command"), "resumes": meta.get("resumes", []), "steps": meta["step"],
+                          "train_config": meta["config"]}}
+    if half:
+        entry["network_dtype"] = "float16 where exact enough"
+    if "context_tables" in tables:
+        from ..codecs.cae import CONTEXT_IMAGES
+
+        entry["context_tables"] = {"data": str(data), "images": CONTEXT_IMAGES}
+    return install_default(method, tmp_path, sha, entry)
+
+
+def new_weights_path() -> Path:
+    """A fresh temporary file in the weights folder for an exporter to write (install_default
+    then moves it into place, so a half-written file never carries a model id)."""
+    import tempfile
+
     WEIGHTS_DIR.mkdir(exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=WEIGHTS_DIR, suffix=".tmp", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-    sha = save_weights(tmp_path, net, tables, config, half=half)
+        return Path(tmp.name)
+
+
+def install_default(method: str, tmp_path: Path, sha: str, entry: dict) -> str:
+    """Install the weights file at `tmp_path` (sha256 `sha`) as METHOD's default model, with
+    registry `entry` beside method, file and sha256; returns its id. The previous default's
+    file is removed so the package stays small."""
     model_id = f"{method}-v1-{sha[:8]}"
     final = WEIGHTS_DIR / f"{model_id}.safetensors"
     tmp_path.chmod(0o644)  # NamedTemporaryFile creates 0600
     tmp_path.replace(final)
-
     reg = json.loads(REGISTRY.read_text()) if REGISTRY.exists() else {"default": {}, "models": {}}
     old = reg["default"].get(method)
     if old and old != model_id and old in reg["models"]:
         (WEIGHTS_DIR / reg["models"].pop(old)["file"]).unlink(missing_ok=True)
-    reg["models"][model_id] = {
-        "method": method,
-        "file": final.name,
-        "sha256": sha,
-        "config": config,
-        "training": {"command": meta.get("command"), "resumes": meta.get("resumes", []), "steps": meta["step"],
-                     "train_config": meta["config"]},
-    }
-    if half:
-        reg["models"][model_id]["network_dtype"] = "float16 where exact enough"
-    if "context_tables" in tables:
-        from ..codecs.cae import CONTEXT_IMAGES
-
-        reg["models"][model_id]["context_tables"] = {"data": str(data), "images": CONTEXT_IMAGES}
+    reg["models"][model_id] = {"method": method, "file": final.name, "sha256": sha, **entry}
     reg["default"][method] = model_id
     # Write beside it and rename: a process reading the registry meanwhile (a running bench)
     # sees the old file or the new one, never half of one.
