@@ -165,3 +165,36 @@ def test_corrupt_stream_or_escape_count_is_a_value_error():
         lc.decode_latent(stream, np.concatenate([escaped, [99]]), model, 70, q.shape)
     with pytest.raises(ValueError):
         lc.decode_latent(stream[:-1], escaped, model, 70, q.shape)
+
+
+def _structured_model_and_latent():
+    """A model fitted to latents whose scale varies across the image, and one more such latent."""
+    rng = np.random.default_rng(0)
+    ranges = np.full(16, 30)
+    yy, xx = np.mgrid[:24, :24]
+    scale = 0.2 + 6.0 * (xx > 12)
+    make = lambda: np.round(rng.laplace(0, 1, (16, 24, 24)) * scale).astype(np.int64)
+    train = [make() for _ in range(6)]
+    model = lc.fit_activity(train, ranges)
+    counts = lc.measure_counts(train, model)[None].repeat(2, axis=0)
+    q = make()
+    q[0, 0, 0] = 99  # an escape
+    return replace(model, tables=lc.tables_from_counts(counts, ranges, np.ones((16, 256)) / 256)), q
+
+
+def test_code_lengths_at_the_contexts_are_what_the_coder_spends():
+    """The rate refinement optimises (code_lengths at contexts) must be the coder's: the
+    ideal length is within 2 % of the coded stream plus the stored escapes (measured 0.1 %);
+    the lengths at wrong contexts or wrong columns are far off (measured +94 %, +78 %)."""
+    model, q = _structured_model_and_latent()
+    lengths = lc.code_lengths(model, 50)
+    ctx = lc.contexts(q, model)
+    r = model.ranges[:, None, None].astype(np.int64)
+    column = np.where(np.abs(q) > r, 2 * r + 1, q + r)
+    channel = np.arange(q.shape[0])[:, None, None]
+    ideal = lengths[channel, ctx, column].sum()
+    escaped, stream = lc.encode_latent(q, model, 50)
+    coded = 8 * len(stream) + 16 * escaped.size
+    assert abs(ideal - coded) < 0.02 * coded
+    assert lengths[channel, np.zeros_like(ctx), column].sum() > 1.3 * coded
+    assert lengths[channel, ctx, np.minimum(column + 1, lengths.shape[2] - 1)].sum() > 1.3 * coded

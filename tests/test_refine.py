@@ -152,3 +152,70 @@ def test_lambda_follows_the_gain_levels():
     assert [round(lambda_at(lambdas, p), 9) for p in (0, 1, 2, 5)] == [0.001, 0.01, 0.1, 0.1]
     assert lambda_at(lambdas, 0.5) == pytest.approx(0.001**0.5 * 0.01**0.5)
     assert lambda_at(lambdas, -1) == pytest.approx(0.0001)  # extrapolated like the gains
+
+
+@pytest.fixture(scope="module")
+def tiny_context_cae(tmp_path_factory):
+    """A registered tiny cae with version 2's context tables (measured on small images)."""
+    from test_cae import fit_prior_to_laplace
+
+    from mlimg.codecs import cae
+    from mlimg.nn import store
+    from mlimg.nn.integer import factorized_freqs
+    from mlimg.nn.models import build
+
+    torch.manual_seed(99)
+    net = build(TINY["cae"])
+    with torch.no_grad():
+        net.g_a[-1].weight.mul_(30.0)
+    fit_prior_to_laplace(net.prior)
+    tables = {"prior": factorized_freqs(net.prior)}
+    tables.update(cae.context_tables(net, tables["prior"], [smooth_image(40 + 8 * i, 56, seed=i) for i in range(4)]))
+    path = tmp_path_factory.mktemp("weights") / "cae-refine-context.safetensors"
+    store.save_weights(path, net, tables, TINY["cae"])
+    store.register("cae-refine-context", "cae", path, TINY["cae"])
+    yield "cae-refine-context"
+    store.unregister("cae-refine-context")
+
+
+def test_table_rate_is_the_coders_code_length_between_integers(tiny_context_cae):
+    """At an integer latent, TableRate is the code length of every value in its context;
+    between integers it mixes floor and ceiling linearly, so its gradient is their difference."""
+    from mlimg.codecs import cae
+    from mlimg.nn import latent_context as lc
+    from mlimg.nn import store
+    from mlimg.nn.refine import TableRate
+
+    loaded = store.load(tiny_context_cae, "cae")
+    model = cae.context_model(loaded.tables, loaded.net.log_gain.shape[0], 2)
+    q = np.random.default_rng(1).integers(-4, 5, (6, 5, 7))
+    q[2, 1, 3] = 300  # an escape
+    rate = TableRate(model, 40)
+    lengths = lc.code_lengths(model, 40)
+    ctx = lc.contexts(q, model)
+    r = model.ranges[:, None, None].astype(np.int64)
+    channel = np.arange(6)[:, None, None]
+
+    def length_of(values):
+        return lengths[channel, ctx, np.where(np.abs(values) > r, 2 * r + 1, values + r)]
+
+    assert float(rate(torch.from_numpy(q.astype(np.float32))[None])) == pytest.approx(length_of(q).sum(), rel=1e-5)
+    soft = torch.from_numpy(q.astype(np.float32) + 0.25)[None].requires_grad_(True)
+    bits = rate(soft)  # rounds to q: the same contexts
+    assert float(bits.detach()) == pytest.approx((0.75 * length_of(q) + 0.25 * length_of(q + 1)).sum(), rel=1e-5)
+    bits.backward()
+    assert np.allclose(soft.grad[0].numpy(), length_of(q + 1) - length_of(q), atol=1e-4)
+
+
+@pytest.mark.parametrize("steps", [49, 50])
+def test_annealed_refinement_of_a_context_coded_cae_uses_the_coders_rate(tiny_context_cae, monkeypatch, steps):
+    from mlimg.nn import refine
+
+    calls = []
+    real = refine.TableRate.__call__
+    monkeypatch.setattr(refine.TableRate, "__call__", lambda self, soft: calls.append(1) or real(self, soft))
+    img = Image.fromarray(smooth_image(30, 40, seed=6))
+    data, out = conftest.save_load(img, "cae", model=tiny_context_cae, quality=50, refine=steps)
+    assert len(calls) == (steps if steps >= refine.ANNEAL_FROM else 0)
+    assert Image.open(io.BytesIO(data)).info["latent_coding"] == "context"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(out))

@@ -76,10 +76,15 @@ class CaeCodec(Codec):
         quality = opts["quality"]
         x = _pad(_to_rgb_float(np.asarray(pixels), mode))
         position = gain_position(quality, net.log_gain.shape[0], self.version)
-        y = encoder_latent(net, x, position, opts.get("refine", 0))
-        q = np.clip(np.round(y), -32768, 32767).astype(np.int32)  # (M, lh, lw)
         coding = CODING_CONTEXT if self.version >= 2 and "context_tables" in loaded.tables else CODING_FACTORISED
         context = context_model(loaded.tables, net.log_gain.shape[0], self.version) if coding == CODING_CONTEXT else None
+        rate = None
+        if context is not None and opts.get("refine"):
+            from ..nn.refine import TableRate
+
+            rate = TableRate(context, quality)  # refine against the coder that will code it
+        y = encoder_latent(net, x, position, opts.get("refine", 0), rate)
+        q = np.clip(np.round(y), -32768, 32767).astype(np.int32)  # (M, lh, lw)
         payload = _pack_latent(q, quality, loaded.tables["prior"], context)
         chunks = [("LATN", payload)]
         if mode == "RGBA":
@@ -240,9 +245,10 @@ def _spans(n: int):
         yield start, end, max(0, start - _MARGIN), min(n, end + _MARGIN)
 
 
-def encoder_latent(net, x: np.ndarray, position: float, refine: int = 0) -> np.ndarray:
+def encoder_latent(net, x: np.ndarray, position: float, refine: int = 0, relaxed_bits=None) -> np.ndarray:
     """Padded (H, W, 3) image -> the float gained latent the encoder rounds: the analysis
-    network's, then `refine` steps of latent refinement (the refine= option; nn/refine.py)."""
+    network's, then `refine` steps of latent refinement (the refine= option; nn/refine.py,
+    whose annealed kind measures the rate with `relaxed_bits` when given)."""
     import torch
 
     with torch.inference_mode():
@@ -251,7 +257,7 @@ def encoder_latent(net, x: np.ndarray, position: float, refine: int = 0) -> np.n
     if refine:
         from ..nn.refine import refine_latent
 
-        y = refine_latent(net, x, y, position, inv_gain, refine)
+        y = refine_latent(net, x, y, position, inv_gain, refine, relaxed_bits=relaxed_bits)
     return y
 
 

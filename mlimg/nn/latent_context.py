@@ -234,6 +234,21 @@ def channel_ranges(latents: list[np.ndarray], margin: float = 1.25, cap: int = 1
     return np.clip(np.ceil(peak * margin).astype(np.int64), 2, cap)
 
 
+def contexts(q: np.ndarray, model: ContextModel) -> np.ndarray:
+    """The context id (M, h, w) of every value of the integer latent q (M, h, w): what the
+    coder uses, before any adaptation. `model` needs no tables."""
+    _, h, w = q.shape
+    activity = ActivityPredictor(model, h, w)
+    anchors = anchor_mask(h, w)
+    out = np.empty(q.shape, np.int64)
+    for c, r in enumerate(model.ranges):
+        bucket = activity.bucket(c)
+        mags = magnitudes(to_symbols(q[c].astype(np.int64), int(r)), int(r))
+        out[c] = np.where(anchors, context_ids(bucket, None), context_ids(bucket, np.where(anchors, mags, 0)))
+        activity.push(c, mags)
+    return out
+
+
 def measure_counts(latents: list[np.ndarray], model: ContextModel) -> np.ndarray:
     """Counts (CONTEXTS, sum of 2 r_c + 2) of symbols per channel and context over integer
     latents (M, h, w) of one gain level: what an export turns into that level's tables.
@@ -243,17 +258,27 @@ def measure_counts(latents: list[np.ndarray], model: ContextModel) -> np.ndarray
     offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
     total = np.zeros((CONTEXTS, int(widths.sum())), np.int64)
     for q in latents:
-        _, h, w = q.shape
-        activity = ActivityPredictor(model, h, w)
-        anchors = anchor_mask(h, w)
+        ctx = contexts(q, model)
         for c, r in enumerate(ranges):
-            bucket = activity.bucket(c)
             sym = to_symbols(q[c].astype(np.int64), int(r))
-            mags = magnitudes(sym, int(r))
-            ctx = np.where(anchors, context_ids(bucket, None), context_ids(bucket, np.where(anchors, mags, 0)))
-            np.add.at(total, (ctx.ravel(), offsets[c] + sym.ravel()), 1)
-            activity.push(c, mags)
+            np.add.at(total, (ctx[c].ravel(), offsets[c] + sym.ravel()), 1)
     return total
+
+
+def code_lengths(model: ContextModel, quality: int, escape_bits: float = 16.0) -> np.ndarray:
+    """Bits (M, CONTEXTS, max width) of each symbol under the stored tables of `quality`
+    before adaptation: the rate an encoder can optimise against (nn/refine.py). An escape
+    costs its symbol plus `escape_bits` for the stored value; columns past a channel's
+    width repeat its escape."""
+    counts = model.counts(quality)
+    width = max(t.shape[1] for t in counts)
+    out = np.empty((len(counts), CONTEXTS, width))
+    for c, t in enumerate(counts):
+        bits = -np.log2(t / t.sum(axis=1, keepdims=True))
+        bits[:, -1] += escape_bits
+        out[c, :, : t.shape[1]] = bits
+        out[c, :, t.shape[1] :] = bits[:, -1:]
+    return out
 
 
 def tables_from_counts(counts: np.ndarray, ranges: np.ndarray, prior_pmf: np.ndarray, prior_weight: int = 8) -> np.ndarray:
