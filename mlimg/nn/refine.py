@@ -22,6 +22,7 @@ tiles, with their context margin); each tile's loss covers its window, only its 
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -67,8 +68,7 @@ def refine_latent(net, x: np.ndarray, y: np.ndarray, position: float, inv_gain, 
     if lr is None:
         lr = ANNEAL_LEARNING_RATE if anneal else LEARNING_RATE
     if anneal:
-        rate = relaxed_bits or net.relaxed_bits
-        loss_of = lambda net, latent, ig, progress, gen: _annealed_loss(net, latent, ig, progress, gen, rate)  # noqa: E731
+        loss_of = functools.partial(_annealed_loss, relaxed_bits=relaxed_bits or net.relaxed_bits)
     else:
         loss_of = _straight_through_loss
     lam = lambda_at(net.config["lambdas"], position) * 255.0**2
