@@ -187,7 +187,7 @@ def test_code_lengths_at_the_contexts_are_what_the_coder_spends():
     ideal length is within 2 % of the coded stream plus the stored escapes (measured 0.1 %);
     the lengths at wrong contexts or wrong columns are far off (measured +94 %, +78 %)."""
     model, q = _structured_model_and_latent()
-    lengths = lc.code_lengths(model, 50)
+    lengths = lc.code_lengths(model.counts(50))
     ctx = lc.contexts(q, model)
     r = model.ranges[:, None, None].astype(np.int64)
     column = np.where(np.abs(q) > r, 2 * r + 1, q + r)

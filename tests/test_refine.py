@@ -191,7 +191,7 @@ def test_table_rate_is_the_coders_code_length_between_integers(tiny_context_cae)
     q = np.random.default_rng(1).integers(-4, 5, (6, 5, 7))
     q[2, 1, 3] = 300  # an escape
     rate = TableRate(model, 40)
-    lengths = lc.code_lengths(model, 40)
+    lengths = lc.code_lengths(model.counts(40))
     ctx = lc.contexts(q, model)
     r = model.ranges[:, None, None].astype(np.int64)
     channel = np.arange(6)[:, None, None]

@@ -265,12 +265,11 @@ def measure_counts(latents: list[np.ndarray], model: ContextModel) -> np.ndarray
     return total
 
 
-def code_lengths(model: ContextModel, quality: int, escape_bits: float = 16.0) -> np.ndarray:
-    """Bits (M, CONTEXTS, max width) of each symbol under the stored tables of `quality`
-    before adaptation: the rate an encoder can optimise against (nn/refine.py). An escape
-    costs its symbol plus `escape_bits` for the stored value; columns past a channel's
-    width repeat its escape."""
-    counts = model.counts(quality)
+def code_lengths(counts: list[np.ndarray], escape_bits: float = 16.0) -> np.ndarray:
+    """Bits (M, CONTEXTS, max width) of each symbol under per-channel counts (CONTEXTS, 2 r_c + 2),
+    such as ContextModel.counts(quality), the tables before adaptation: the rate an encoder can
+    optimise against (nn/refine.py). An escape costs its symbol plus `escape_bits` for the
+    stored value; columns past a channel's width repeat its escape."""
     width = max(t.shape[1] for t in counts)
     out = np.empty((len(counts), CONTEXTS, width))
     for c, t in enumerate(counts):

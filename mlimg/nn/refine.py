@@ -152,13 +152,14 @@ class TableRate:
     kodim01 q55 (100 steps) it ends with 3.8 % more bits than no refinement, this one with
     3.2 % fewer and +0.2 dB (TRAINING.md, "Encoder-side refinement")."""
 
-    def __init__(self, model, quality: int):
+    def __init__(self, model, quality: int | None = None, counts: list | None = None):
+        """The tables of `quality`, or the per-channel `counts` given instead."""
         import torch
 
         from .latent_context import code_lengths
 
         self.model = model
-        lengths = code_lengths(model, quality)
+        lengths = code_lengths(model.counts(quality) if counts is None else counts)
         self.width = lengths.shape[2]
         self.lengths = torch.from_numpy(lengths.astype(np.float32)).reshape(-1)
         self.ranges = torch.from_numpy(np.asarray(model.ranges, np.int64)).view(-1, 1, 1)
@@ -169,14 +170,16 @@ class TableRate:
 
         return torch.where(v.abs() > self.ranges, 2 * self.ranges + 1, v + self.ranges).long()
 
-    def __call__(self, soft):
+    def __call__(self, soft, rounded=None):
+        """Bits of soft (1, M, h, w); the contexts from `rounded` (same shape) if given, else from soft rounded."""
         import torch
 
         from .latent_context import CONTEXTS, contexts
 
         values = soft[0]
         lo = torch.floor(values).detach()
-        ctx = torch.from_numpy(contexts(torch.round(values).detach().numpy().astype(np.int64), self.model))
+        rounded = torch.round(values if rounded is None else rounded[0]).detach()
+        ctx = torch.from_numpy(contexts(rounded.numpy().astype(np.int64), self.model))
         channel = torch.arange(values.shape[0]).view(-1, 1, 1)
         base = (channel * CONTEXTS + ctx) * self.width
         at_lo = self.lengths[base + self._column(lo)]

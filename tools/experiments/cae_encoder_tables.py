@@ -24,7 +24,7 @@ from mlimg.codecs import cae
 from mlimg.nn import latent_context as lc
 from mlimg.nn import store
 from mlimg.nn.entropy_models import quantize_ste
-from mlimg.nn.refine import lambda_at
+from mlimg.nn.refine import TableRate, lambda_at
 from mlimg.train import load_images, random_batch
 
 QUALITIES = (29, 58, 100)
@@ -32,33 +32,10 @@ NAMES = ("kodim01", "kodim08", "kodim15", "kodim23")
 EVAL = int(__import__("os").environ.get("EVAL", 250))
 
 
-def row_lengths(model, row):
-    """(M, CONTEXTS, width) bits of each symbol in stored table row `row` (escapes + 16 bits)."""
+def row_rate(model, row):
+    """TableRate of stored table row `row` (a gain position), not of a quality."""
     widths = 2 * np.asarray(model.ranges, np.int64) + 2
-    counts = np.split(model.tables[row].astype(np.int64), np.cumsum(widths)[:-1], axis=1)
-    out = np.empty((len(counts), lc.CONTEXTS, int(widths.max())))
-    for c, t in enumerate(counts):
-        bits = -np.log2(t / t.sum(axis=1, keepdims=True))
-        bits[:, -1] += 16
-        out[c, :, : t.shape[1]] = bits
-        out[c, :, t.shape[1]:] = bits[:, -1:]
-    return torch.from_numpy(out.astype(np.float32))
-
-
-def table_bits(lengths, model, y, noisy):
-    """Bits of a batch of latents (B, M, h, w): contexts from round(y), lengths interpolated at `noisy`."""
-    ranges = torch.from_numpy(np.asarray(model.ranges, np.int64)).view(1, -1, 1, 1)
-    ctx = torch.from_numpy(np.stack([lc.contexts(q, model) for q in torch.round(y).detach().numpy().astype(np.int64)]))
-    flat = lengths.reshape(-1)
-    width = lengths.shape[2]
-    base = (torch.arange(y.shape[1]).view(1, -1, 1, 1) * lc.CONTEXTS + ctx) * width
-    lo = torch.floor(noisy).detach()
-
-    def column(v):
-        return torch.where(v.abs() > ranges, 2 * ranges + 1, v + ranges).long()
-
-    w = noisy - lo
-    return ((1 - w) * flat[base + column(lo)] + w * flat[base + column(lo + 1)]).sum()
+    return TableRate(model, counts=np.split(model.tables[row].astype(np.int64), np.cumsum(widths)[:-1], axis=1))
 
 
 def kodak_cost(net, model, images):
@@ -102,7 +79,7 @@ def main():
     for name, p in net.named_parameters():
         p.requires_grad_(name.startswith("g_a."))
     positions = np.arange(-cae.LEVELS_BELOW[2], net.log_gain.shape[0])  # table rows 0..7
-    lengths = [row_lengths(model, row) for row in range(len(positions))]
+    rates = [row_rate(model, row) for row in range(len(positions))]
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=args.lr)
     images = load_images(Path("../shared/data/bsds500"))
     from PIL import Image
@@ -119,7 +96,8 @@ def main():
         lam = lambda_at(net.config["lambdas"], position) * 255**2
         x = torch.from_numpy(random_batch(images, rng, args.crop, args.batch))
         y = net.g_a(x) * gain
-        bits = table_bits(lengths[row], model, y, y + torch.rand(y.shape, generator=torch.Generator().manual_seed(step)) - 0.5)
+        noisy = y + torch.rand(y.shape, generator=torch.Generator().manual_seed(step)) - 0.5
+        bits = sum(rates[row](noisy[i : i + 1], rounded=y[i : i + 1]) for i in range(y.shape[0]))
         xh = net.g_s(quantize_ste(y) * inv_gain)
         loss = lam * torch.mean((xh - x) ** 2) + bits / (x.shape[0] * x.shape[2] * x.shape[3])
         opt.zero_grad()
