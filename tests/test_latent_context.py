@@ -48,15 +48,20 @@ def test_round_trip_any_shape_with_escapes(channels, h, w, quality, scale, seed)
     assert np.array_equal(back, q)
 
 
-def test_contexts_save_bits_on_structured_latents():
-    """Latents whose scale varies across the image, shared by all channels: the fitted model
-    must code them in fewer bytes than the same tables pooled over contexts."""
+def _structured_latents():
+    """(ranges, six training latents, a maker of more) whose scale varies across the image,
+    shared by all channels."""
     rng = np.random.default_rng(0)
-    ranges = np.full(16, 30)
     yy, xx = np.mgrid[:24, :24]
     scale = 0.2 + 6.0 * (xx > 12)  # a flat half and a busy half
     make = lambda: np.round(rng.laplace(0, 1, (16, 24, 24)) * scale).astype(np.int64)
-    train = [make() for _ in range(6)]
+    return np.full(16, 30), [make() for _ in range(6)], make
+
+
+def test_contexts_save_bits_on_structured_latents():
+    """Latents whose scale varies across the image, shared by all channels: the fitted model
+    must code them in fewer bytes than the same tables pooled over contexts."""
+    ranges, train, make = _structured_latents()
     model = lc.fit_activity(train, ranges)
     counts = lc.measure_counts(train, model)[None].repeat(2, axis=0)
     tables = lc.tables_from_counts(counts, ranges, np.ones((16, 256)) / 256)
@@ -168,13 +173,8 @@ def test_corrupt_stream_or_escape_count_is_a_value_error():
 
 
 def _structured_model_and_latent():
-    """A model fitted to latents whose scale varies across the image, and one more such latent."""
-    rng = np.random.default_rng(0)
-    ranges = np.full(16, 30)
-    yy, xx = np.mgrid[:24, :24]
-    scale = 0.2 + 6.0 * (xx > 12)
-    make = lambda: np.round(rng.laplace(0, 1, (16, 24, 24)) * scale).astype(np.int64)
-    train = [make() for _ in range(6)]
+    """A model fitted to _structured_latents, with tables, and one more such latent."""
+    ranges, train, make = _structured_latents()
     model = lc.fit_activity(train, ranges)
     counts = lc.measure_counts(train, model)[None].repeat(2, axis=0)
     q = make()

@@ -14,6 +14,7 @@ filter): the cost lambda * 255^2 * MSE + bpp against the shipped encoder's.
 """
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from mlimg.train import load_images, random_batch
 
 QUALITIES = (29, 58, 100)
 NAMES = ("kodim01", "kodim08", "kodim15", "kodim23")
-EVAL = int(__import__("os").environ.get("EVAL", 250))
+EVAL = int(os.environ.get("EVAL", 250))  # Kodak evaluation every EVAL steps
 
 
 def row_rate(model, row):
