@@ -78,10 +78,10 @@ class CaeCodec(Codec):
         position = gain_position(quality, net.log_gain.shape[0], self.version)
         coding = CODING_CONTEXT if self.version >= 2 and "context_tables" in loaded.tables else CODING_FACTORISED
         context = context_model(loaded.tables, net.log_gain.shape[0], self.version) if coding == CODING_CONTEXT else None
-        rate = None
-        if context is not None and opts.get("refine"):
-            from ..nn.refine import TableRate
+        from ..nn.refine import ANNEAL_FROM, TableRate
 
+        rate = None
+        if context is not None and opts.get("refine", 0) >= ANNEAL_FROM:  # only the annealed kind takes a rate
             rate = TableRate(context, quality)  # refine against the coder that will code it
         y = encoder_latent(net, x, position, opts.get("refine", 0), rate)
         q = np.clip(np.round(y), -32768, 32767).astype(np.int32)  # (M, lh, lw)
