@@ -1,8 +1,12 @@
 """Experiment: how many bits would a channel-wise + checkerboard context (ELIC's SCCTX, He et al.
 2022) save over gmm's checkerboard alone, with the shipped transforms frozen?
 
-    python tools/experiments/gmm_channel_context.py CROPS STEPS [GROUPS] [EVAL_IMAGES]
-    e.g. python tools/experiments/gmm_channel_context.py 2000 6000 16,16,32,32 kodim01,kodim08,kodim15,kodim23
+    python tools/experiments/gmm_channel_context.py CROPS STEPS [GROUPS|none] [EVAL_IMAGES] [SAVE_RUN]
+    e.g. python tools/experiments/gmm_channel_context.py 600 2000 16,16,32,32 kodim01,kodim08,kodim15,kodim23
+
+SAVE_RUN: a copy of the shipped run folder (runs/gmm) whose context and entropy-parameter
+tensors are replaced by the fine-tuned ones, to export and benchmark (`mlimg train gmm --export`).
+THREADS (environment, default 1): torch threads.
 
 (run from the repository root; BSDS500 in ../shared/data/bsds500, Kodak in ../shared/data/kodak.)
 
@@ -22,6 +26,9 @@ relative to `shipped`, and the hyper-latent's bits, which every model shares.
 from __future__ import annotations
 
 import copy
+import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,7 +44,7 @@ from mlimg.nn.entropy_models import gmm_likelihood
 from mlimg.nn.models import MaskedCheckerboardConv, anchor_mask
 from mlimg.train import crop_batch, load_images
 
-torch.set_num_threads(1)  # beside a benchmark on this 2-core machine
+torch.set_num_threads(int(os.environ.get("THREADS", 1)))
 torch.manual_seed(0)
 net = store.load(store.default_model("gmm"), "gmm").net.eval()
 for p in net.parameters():
@@ -159,14 +166,35 @@ def kodak(names, models: dict):
               flush=True)
 
 
+def save_into_run(model: Checkerboard, run: Path, crops: int, steps: int) -> None:
+    """A copy of runs/gmm (the shipped network's run) with the fine-tuned entropy networks."""
+    from safetensors.torch import load_file
+
+    from mlimg.train import write_checkpoint
+
+    shutil.copytree("runs/gmm", run, dirs_exist_ok=False)
+    tensors = {k: v for k, v in load_file(str(run / "checkpoint.safetensors")).items() if k.startswith("model.")}
+    for k, v in model.state_dict().items():
+        assert f"model.{k}" in tensors, k
+        tensors[f"model.{k}"] = v.detach().contiguous()
+    meta = json.loads((run / "checkpoint.json").read_text())
+    meta.setdefault("resumes", []).append({"step": meta["step"], "command": "python " + " ".join(sys.argv)
+                                           + f"  # entropy networks only, rate of rounded latents, {crops} crops, {steps} steps"})
+    write_checkpoint(run, tensors, meta)
+    print(f"wrote {run}", flush=True)
+
+
 if __name__ == "__main__":
     crops, steps = int(sys.argv[1]), int(sys.argv[2])
-    groups = [int(g) for g in (sys.argv[3] if len(sys.argv) > 3 else "16,16,32,32").split(",")]
+    spec = sys.argv[3] if len(sys.argv) > 3 else "16,16,32,32"
+    groups = [] if spec == "none" else [int(g) for g in spec.split(",")]
     names = (sys.argv[4] if len(sys.argv) > 4 else "kodim01,kodim08,kodim15,kodim23").split(",")
     ys, hs = cache(crops)
-    shipped = Checkerboard().eval()
-    tuned = fit(Checkerboard(), ys, hs, steps, 1e-4)
-    channel = fit(ChannelCheckerboard(groups), ys, hs, steps, 1e-3)
-    print("parameters: checkerboard", sum(p.numel() for p in shipped.parameters()),
-          "channel", sum(p.numel() for p in channel.parameters()))
-    kodak(names, {"shipped": shipped, "shipped-ft": tuned, "channel": channel})
+    models = {"shipped": Checkerboard().eval(), "shipped-ft": fit(Checkerboard(), ys, hs, steps, 1e-4)}
+    if groups:
+        models["channel"] = fit(ChannelCheckerboard(groups), ys, hs, steps, 1e-3)
+        print("parameters: checkerboard", sum(p.numel() for p in models["shipped"].parameters()),
+              "channel", sum(p.numel() for p in models["channel"].parameters()))
+    if len(sys.argv) > 5:
+        save_into_run(models["shipped-ft"], Path(sys.argv[5]), crops, steps)
+    kodak(names, models)
