@@ -162,7 +162,7 @@ def kodak(names, models: dict):
         base = r["shipped"]
         print(f"level {level}: y bits shipped {base:.0f} (z {r['z']:.0f}); "
               + ", ".join(f"{k} {r[k] / base - 1:+.2%}" for k in models if k != "shipped")
-              + f"; of y+z: " + ", ".join(f"{k} {(r[k] - base) / (base + r['z']):+.2%}" for k in models if k != "shipped"),
+              + "; of y+z: " + ", ".join(f"{k} {(r[k] - base) / (base + r['z']):+.2%}" for k in models if k != "shipped"),
               flush=True)
 
 
