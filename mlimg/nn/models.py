@@ -170,11 +170,7 @@ class GMM(nn.Module):
         """(weights, means, scales), each (B, K, M, H, W), from hyper features and decoded anchors."""
         ctx = self.context(y_hat * anchor_mask(y_hat))
         hyper = hyper[..., : y_hat.shape[-2], : y_hat.shape[-1]]  # z is y/4 rounded up
-        params = self.entropy_parameters(torch.cat([hyper, ctx], dim=1))
-        b, _, h, w = params.shape
-        params = params.view(b, 3, self.K, self.M, h, w)
-        weights = torch.softmax(params[:, 0], dim=1)
-        return weights, params[:, 1], torch.exp(params[:, 2]).clamp(0.11, 256.0)
+        return split_mixture(self.entropy_parameters(torch.cat([hyper, ctx], dim=1)), self.K, self.M)
 
     def estimate(self, x: torch.Tensor, position: float):
         """Evaluation with real rounding: (estimated bits from the float models, x_hat)."""
@@ -214,6 +210,14 @@ class GMM(nn.Module):
         y_lik = gmm_likelihood(quantize_noise(y), weights, means, scales)
         x_hat = self.g_s(y_round * ig)
         return x_hat, torch.cat([y_lik.flatten(), z_lik.flatten()])
+
+
+def split_mixture(params: torch.Tensor, K: int, M: int):
+    """(weights, means, scales), each (B, K, M, H, W), from entropy parameters (B, 3 K M, H, W)."""
+    b, _, h, w = params.shape
+    params = params.view(b, 3, K, M, h, w)
+    weights = torch.softmax(params[:, 0], dim=1)
+    return weights, params[:, 1], torch.exp(params[:, 2]).clamp(0.11, 256.0)
 
 
 def gmm_analysis(M: int, N: int, Nf: int) -> nn.Sequential:

@@ -41,7 +41,7 @@ from torch import nn
 from mlimg.codecs.cae import _pad
 from mlimg.nn import store
 from mlimg.nn.entropy_models import gmm_likelihood
-from mlimg.nn.models import MaskedCheckerboardConv, anchor_mask
+from mlimg.nn.models import MaskedCheckerboardConv, anchor_mask, split_mixture
 from mlimg.train import crop_batch, load_images
 
 torch.set_num_threads(int(os.environ.get("THREADS", 1)))
@@ -63,12 +63,8 @@ def latents(x: torch.Tensor, level: int):
 
 
 def mixture_bits(params: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    b, _, h, w = params.shape
-    m = y.shape[1]
-    params = params.view(b, 3, K, m, h, w)
-    weights = torch.softmax(params[:, 0], dim=1)
-    scales = torch.exp(params[:, 2]).clamp(0.11, 256.0)
-    return -torch.log2(gmm_likelihood(y, weights, params[:, 1], scales)).sum()
+    """Bits of the rounded y (B, m, h, w) under the mixture that `params` describe, as gmm parses them."""
+    return -torch.log2(gmm_likelihood(y, *split_mixture(params, K, y.shape[1]))).sum()
 
 
 class Checkerboard(nn.Module):
