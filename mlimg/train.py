@@ -22,7 +22,7 @@ import numpy as np
 
 METHODS = ("cae", "gmm", "rnn", "gan")  # rnn trains in mlimg/train_rnn.py, gan in mlimg/train_gan.py
 KODAK_EVAL = ("kodim01.png", "kodim08.png", "kodim23.png")
-CAE_GMM_DEFAULTS = {"crop": 64, "batch": 8, "lr": 2e-4, "eval_every": 2000}
+CAE_GMM_DEFAULTS = {"crop": 64, "batch": 8, "lr": 2e-4, "prior_lr": 5e-3, "eval_every": 2000}
 
 
 def add_arguments(parser) -> None:
@@ -30,13 +30,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", default="../shared/data/bsds500", help="folder of training images")
     parser.add_argument("--out", default=None, help="run folder for checkpoints and log (default runs/METHOD)")
     parser.add_argument("--kodak", default="../shared/data/kodak", help="folder with Kodak PNGs for the periodic evaluation")
-    parser.add_argument("--steps", type=int, default=10**9, help="stop after this many steps")
+    parser.add_argument("--steps", type=int, default=10**9,
+                        help="stop after this many steps (--entropy-fit: the fit's own steps, default 10000)")
     # None = the method's default (cae/gmm: CAE_GMM_DEFAULTS; rnn and gan: their trainers'), so an
     # option typed with any value, the default's too, always wins.
-    parser.add_argument("--crop", type=int, default=None, help="crop side (cae/gmm 64, rnn 32, gan 128)")
-    parser.add_argument("--batch", type=int, default=None, help="crops per step (cae/gmm 8, rnn 16, gan 4)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (cae/gmm 2e-4, rnn 5e-4, gan 1e-4)")
-    parser.add_argument("--prior-lr", type=float, default=5e-3, help="learning rate of the entropy-model priors")
+    parser.add_argument("--crop", type=int, default=None, help="crop side (cae/gmm 64, rnn 32, gan 128; --entropy-fit 256)")
+    parser.add_argument("--batch", type=int, default=None, help="crops per step (cae/gmm 8, rnn 16, gan 4; --entropy-fit 16)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate (cae/gmm 2e-4, rnn 5e-4, gan 1e-4; --entropy-fit 1e-4, cosine to 0)")
+    parser.add_argument("--prior-lr", type=float, default=None,
+                        help="learning rate of the entropy-model priors (cae/gmm 5e-3; --entropy-fit 1e-3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=None,
@@ -66,6 +69,12 @@ def add_arguments(parser) -> None:
                         help="when the run folder has no checkpoint: start from these registered weights "
                              "('default': the method's default model) at their recorded step, with a fresh "
                              "optimiser; ignored when the run folder has a checkpoint (resume wins)")
+    parser.add_argument("--entropy-fit", action="store_true",
+                        help="cae/gmm: instead of training: fit the entropy model of --init's weights to the "
+                             "rate of rounded latents, transforms frozen, into the run folder --out "
+                             "(mlimg/train_entropy.py)")
+    parser.add_argument("--crops", type=int, default=1200,
+                        help="--entropy-fit: training crops whose analysis output is cached (default 1200)")
     parser.add_argument("--base", default=None,
                         help="gan only: the gmm model id or gmm run folder whose frozen codec the generator decodes")
     parser.add_argument("--loss-weights", default=None, metavar="K=V,...",
@@ -82,6 +91,17 @@ def run(args) -> int:
             raise SystemExit(f"mlimg train {args.method}: --{key} only applies to {'/'.join(methods)}")
     if getattr(args, "half", False) and (args.method not in ("cae", "gmm") or not args.export):
         raise SystemExit(f"mlimg train {args.method}: --half only applies to cae/gmm with --export")
+    if getattr(args, "entropy_fit", False):
+        if args.method not in ("cae", "gmm") or args.export:
+            raise SystemExit(f"mlimg train {args.method}: --entropy-fit only applies to cae/gmm, without --export")
+        from .train_entropy import FIT_DEFAULTS, fit
+
+        for key, value in FIT_DEFAULTS.items():
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
+        if args.steps == 10**9:
+            args.steps = 10000
+        return fit(args)
     if args.method == "rnn":
         from .train_rnn import run_from_train_command
         return run_from_train_command(args)

@@ -78,3 +78,37 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def synthetic_training_images(folder, n=3, size=40):
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.fixture
+def train_in_tmp(tmp_path, monkeypatch):
+    """An empty weights registry under tmp_path, and run(method, out, steps, *options): the exit
+    code of `mlimg train` on three small synthetic images (no Kodak folder: no evaluation)."""
+    import argparse
+
+    from mlimg import train
+    from mlimg.nn import store
+
+    monkeypatch.setattr(store, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(store, "REGISTRY", tmp_path / "weights" / "registry.json")
+    monkeypatch.setattr(store, "_loaded", {})
+    data = synthetic_training_images(tmp_path / "data")
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+
+    def run(method, out, steps, *extra):
+        args = parser.parse_args([method, "--data", str(data), "--out", str(out), "--steps", str(steps),
+                                  "--kodak", str(tmp_path / "no-kodak"), *extra])
+        return train.run(args)
+
+    return run

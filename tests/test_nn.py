@@ -6,6 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import synthetic_training_images  # noqa: E402
 from mlimg.nn import entropy_models as em  # noqa: E402
 from mlimg.nn.integer import FREQ_BITS, factorized_freqs, freqs_to_probs, pmf_to_freqs  # noqa: E402
 from mlimg.nn.layers import GDN, ResidualBlockStride, ResidualBlockUpsample, SimplifiedAttention  # noqa: E402
@@ -131,40 +132,6 @@ def test_gains_interpolate_exponentially_and_monotonically():
     gh, _ = net.gains(0.5)
     assert torch.allclose(gh, torch.sqrt(g0 * g1))
     assert torch.all(net.gains(2.0)[0] > g1) and torch.all(g1 > g0)
-
-
-def _synthetic_images(folder, n=3, size=40):
-    from PIL import Image
-
-    folder.mkdir()
-    for i in range(n):
-        rng = np.random.default_rng(i)
-        Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
-    return folder
-
-
-@pytest.fixture
-def train_in_tmp(tmp_path, monkeypatch):
-    """An empty weights registry under tmp_path, and run(method, out, steps, *options): the exit
-    code of `mlimg train` on three small synthetic images (no Kodak folder: no evaluation)."""
-    import argparse
-
-    from mlimg import train
-    from mlimg.nn import store
-
-    monkeypatch.setattr(store, "WEIGHTS_DIR", tmp_path / "weights")
-    monkeypatch.setattr(store, "REGISTRY", tmp_path / "weights" / "registry.json")
-    monkeypatch.setattr(store, "_loaded", {})
-    data = _synthetic_images(tmp_path / "data")
-    parser = argparse.ArgumentParser()
-    train.add_arguments(parser)
-
-    def run(method, out, steps, *extra):
-        args = parser.parse_args([method, "--data", str(data), "--out", str(out), "--steps", str(steps),
-                                  "--kodak", str(tmp_path / "no-kodak"), *extra])
-        return train.run(args)
-
-    return run
 
 
 def test_init_from_exported_weights_continues_the_step_count(tmp_path, train_in_tmp):
@@ -353,7 +320,7 @@ def test_sigterm_stops_training_after_a_step_with_a_checkpoint(tmp_path, workers
     import sys
     import time
 
-    data = _synthetic_images(tmp_path / "data")
+    data = synthetic_training_images(tmp_path / "data")
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "mlimg.train", "cae", "--data", str(data), "--out", str(run), "--N", "4", "--M", "4",
            "--crop", "16", "--batch", "1", "--kodak", str(tmp_path / "none"), "--checkpoint-every", "100000",

@@ -214,6 +214,8 @@ def export_checkpoint(method: str, run_dir: Path, data: Path | None = None, half
     entry = {"config": config,
              "training": {"command": meta.get("command"), "resumes": meta.get("resumes", []), "steps": meta["step"],
                           "train_config": meta["config"]}}
+    if "entropy_fit" in meta:  # mlimg/train_entropy.py: the entropy model refitted after training
+        entry["training"]["entropy_fit"] = meta["entropy_fit"]
     if half:
         entry["network_dtype"] = "float16 where exact enough"
     if "context_tables" in tables:

@@ -1,0 +1,222 @@
+"""`mlimg train cae|gmm --entropy-fit`: fit a trained codec's entropy model to the rate the
+range coder pays, with the transforms frozen.
+
+Training measures the rate of y + uniform noise (the model's density convolved with a unit box);
+the coder pays -log2 of the discretised model at round(y), and the hyperprior and context see
+rounded values too. This fit minimises that exact rate:
+  * the analysis output g_a(x) of CROPS random training crops is computed once and cached
+    (RUN/latents.safetensors): g_a is frozen, so the cache is exact;
+  * each step takes BATCH cached crops, each at its own random gain position over the whole
+    range quality uses (trained levels and the extrapolated ones below them, which noise
+    training never saw), rounds the gained latent and minimises its bits:
+      gmm: h_a, h_s, the checkerboard context, the entropy-parameter network and the z prior
+           (z rounded, straight-through into h_a: the encoder runs h_a, the decoder never);
+      cae: the factorised prior.
+The reconstruction depends on the rounded latent only, so distortion is unchanged at every
+quality: only bits move. The run folder is an ordinary run (`mlimg train METHOD --export RUN`),
+whose step count stays the transforms'; RUN/checkpoint.json's "entropy_fit" records this fit,
+and a second call with the same folder resumes it (cosine learning rate over --steps).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FIT_DEFAULTS = {"crop": 256, "batch": 16, "lr": 1e-4, "prior_lr": 1e-3, "eval_every": 1000}
+# The parts of each network the fit trains (everything the decoder's probability tables come from).
+ENTROPY_PARTS = {"cae": ("prior",), "gmm": ("h_a", "h_s", "context", "entropy_parameters", "z_prior")}
+PRIORS = ("prior", "z_prior")  # the density models: their own (higher) learning rate
+EVAL_POSITIONS = (-2.0, 0.0, 2.5, 5.0)  # gain positions of the Kodak evaluation (quality ~1, 29, 64, 100)
+
+
+def positions_range(method: str, levels: int) -> tuple[float, float]:
+    """The gain positions quality 1..100 reaches in the codec's current method version."""
+    from .codecs import cae, gmm
+
+    codec = {"cae": cae, "gmm": gmm}[method]
+    below = codec.LEVELS_BELOW[max(codec.LEVELS_BELOW)]
+    return -below, levels - 1.0
+
+
+def exact_bits(net, y: "torch.Tensor"):
+    """(latent bits, hyper-latent bits) of the rounded gained latent y (B, M, h, w) as the coder
+    pays them: discretised models at integer values; gmm's z rounded (straight-through)."""
+    import torch
+
+    from .nn.entropy_models import gmm_likelihood, quantize_ste
+
+    if net.config["arch"] == "cae":
+        return -torch.log2(net.prior.likelihood(y)).sum(), torch.zeros(())
+    z_hat = quantize_ste(net.h_a(y))
+    weights, means, scales = net.mixture(net.h_s(z_hat), y)
+    return (-torch.log2(gmm_likelihood(y, weights, means, scales)).sum(),
+            -torch.log2(net.z_prior.likelihood(z_hat)).sum())
+
+
+def gained(net, raw: "torch.Tensor", positions) -> "torch.Tensor":
+    """round(raw · gain(position)), one position per crop."""
+    import torch
+
+    with torch.no_grad():
+        g = torch.stack([net.gains(float(p))[0] for p in positions])[..., None, None]
+    return torch.round(raw * g)
+
+
+def cache_latents(net, images, crops: int, crop: int, seed: int, say) -> "torch.Tensor":
+    """g_a of `crops` random crops (flips included), float32 (crops, M, crop/16, crop/16)."""
+    import torch
+
+    from .train import crop_batch
+
+    rng = np.random.default_rng([seed, 0xE7])
+    out, t = [], time.time()
+    with torch.inference_mode():
+        for start in range(0, crops, 8):
+            x = torch.from_numpy(crop_batch(images, rng, crop, min(8, crops - start)).astype(np.float32) / 255.0)
+            out.append(net.g_a(x).clone())
+            if len(out) % 25 == 0:
+                say(f"cached {start + x.shape[0]}/{crops} crops ({time.time() - t:.0f} s)")
+    say(f"cached {crops} crops of {crop} px in {time.time() - t:.0f} s")
+    return torch.cat(out)
+
+
+def kodak_raw(net, kodak: Path) -> list:
+    """g_a of the evaluation images (padded to the stride), with their pixel counts."""
+    import torch
+    from PIL import Image
+
+    from .train import KODAK_EVAL
+
+    out = []
+    with torch.inference_mode():
+        for name in KODAK_EVAL:
+            if (kodak / name).exists():
+                img = np.asarray(Image.open(kodak / name).convert("RGB"), np.float32) / 255.0
+                h, w = img.shape[:2]
+                x = torch.from_numpy(np.pad(img, ((0, -h % 64), (0, -w % 64), (0, 0)), mode="edge")).permute(2, 0, 1)
+                out.append((net.g_a(x[None].contiguous()).clone(), h * w))
+    return out
+
+
+def kodak_bpp(net, raws) -> list[float]:
+    """Mean exact bpp (float models) of the evaluation images at EVAL_POSITIONS."""
+    import torch
+
+    with torch.inference_mode():
+        return [float(np.mean([sum(map(float, exact_bits(net, gained(net, raw, [p])))) / pixels for raw, pixels in raws]))
+                for p in EVAL_POSITIONS]
+
+
+def fit(args) -> int:
+    import torch
+    from safetensors.torch import load_file, save_file
+    from tqdm import tqdm
+
+    from .nn.models import ARCH_KEYS, build
+    from .train import (StopRequest, init_from_registry, init_lineage, load_images, resolve_init, run_log,
+                        write_checkpoint)
+
+    torch.set_num_threads(args.threads)
+    run_dir = Path(args.out or f"runs/{args.method}-entropy")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    say = run_log(run_dir)
+    command = " ".join(["mlimg", "train"] + sys.argv[sys.argv.index(args.method):]) if args.method in sys.argv else ""
+    ckpt = run_dir / "checkpoint.json"
+    meta = json.loads(ckpt.read_text()) if ckpt.exists() else None
+    if meta is not None and "entropy_fit" not in meta:
+        raise SystemExit(f"--entropy-fit: {run_dir} holds a training run; give a new folder (--out) and the "
+                         f"weights to start from (--init)")
+    if meta is not None:  # resume the fit: same model, same settings
+        net = build({k: v for k, v in meta["config"].items() if k in ARCH_KEYS})
+        tensors = load_file(str(run_dir / "checkpoint.safetensors"))
+        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        fit_meta = meta["entropy_fit"]
+        fit_meta.setdefault("resumes", []).append({"step": fit_meta["step"], "command": command})
+        say(f"resumed the entropy fit at step {fit_meta['step']}: {command}")
+    else:
+        model_id, entry = resolve_init(args.init or "default", args.method)
+        net = build(entry["config"])
+        step = init_from_registry(net, model_id, args.method)
+        original, resumes = init_lineage(entry, model_id, step, command)
+        fit_meta = {"step": 0, "steps": args.steps, "crops": args.crops, "crop": args.crop, "batch": args.batch,
+                    "lr": args.lr, "prior_lr": args.prior_lr, "seed": args.seed, "data": args.data,
+                    "init": model_id, "command": command}
+        meta = {"step": step, "config": dict(entry.get("training", {}).get("train_config") or {}, **entry["config"]),
+                "command": original, "resumes": resumes, "entropy_fit": fit_meta}
+        say(f"entropy fit of {model_id} (transforms at step {step}): {command}")
+        tensors = {}
+    net.eval()  # no dropout or batch norm anywhere; eval() keeps the frozen parts' state fixed
+    parts = ENTROPY_PARTS[args.method]
+    for name, p in net.named_parameters():
+        p.requires_grad_(name.split(".")[0] in parts)
+    trained = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in trained if n.split(".")[0] not in PRIORS], "lr": fit_meta["lr"], "base": fit_meta["lr"]},
+              {"params": [p for n, p in trained if n.split(".")[0] in PRIORS], "lr": fit_meta["prior_lr"], "base": fit_meta["prior_lr"]}]
+    opt = torch.optim.Adam([g for g in groups if g["params"]])
+    for name, p in trained:
+        if f"adam.exp_avg.{name}" in tensors:
+            opt.state[p] = {"step": torch.tensor(float(fit_meta["step"])), "exp_avg": tensors[f"adam.exp_avg.{name}"],
+                            "exp_avg_sq": tensors[f"adam.exp_avg_sq.{name}"]}
+
+    cache = run_dir / "latents.safetensors"
+    if cache.exists():
+        raw = load_file(str(cache))["g_a"]
+    else:
+        images = load_images(Path(fit_meta["data"]))
+        raw = cache_latents(net, images, fit_meta["crops"], fit_meta["crop"], fit_meta["seed"], say)
+        save_file({"g_a": raw.contiguous()}, str(cache))
+    lo, hi = positions_range(args.method, net.log_gain.shape[0])
+    kodak = kodak_raw(net, Path(args.kodak))
+    start_bpp = fit_meta.get("kodak_start")
+    if kodak and start_bpp is None:
+        start_bpp = fit_meta["kodak_start"] = kodak_bpp(net, kodak)
+        say("kodak exact bpp at positions " + ", ".join(f"{p:g}: {b:.4f}" for p, b in zip(EVAL_POSITIONS, start_bpp)))
+
+    total, pixels = fit_meta["steps"], fit_meta["crop"] ** 2
+    step, running, seen, last_ckpt = fit_meta["step"], 0.0, 0, time.time()
+    bar = tqdm(total=total, initial=step, mininterval=30, file=sys.stderr)
+
+    def checkpoint(note: str = "") -> None:
+        fit_meta["step"] = step
+        out = {f"model.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
+        for name, p in trained:
+            if p in opt.state:
+                out[f"adam.exp_avg.{name}"] = opt.state[p]["exp_avg"].contiguous()
+                out[f"adam.exp_avg_sq.{name}"] = opt.state[p]["exp_avg_sq"].contiguous()
+        write_checkpoint(run_dir, out, meta)
+        say(f"checkpoint at entropy-fit step {step}{note}")
+
+    with StopRequest() as stop:
+        while step < total and not stop.requested:
+            rng = np.random.default_rng([fit_meta["seed"], step])  # batch and positions: functions of (seed, step)
+            idx = torch.from_numpy(rng.integers(len(raw), size=fit_meta["batch"]))
+            y = gained(net, raw[idx], rng.uniform(lo, hi, fit_meta["batch"]))
+            y_bits, z_bits = exact_bits(net, y)
+            loss = (y_bits + z_bits) / (len(idx) * pixels)  # bits per pixel of the crops
+            for g in opt.param_groups:  # cosine decay to 0 over the fit, from any resumed step
+                g["lr"] = g["base"] * 0.5 * (1 + math.cos(math.pi * step / total))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step, seen = step + 1, seen + 1
+            w = max(0.01, 1.0 / seen)
+            running = (1 - w) * running + w * loss.item()
+            bar.update(1)
+            bar.set_postfix(bpp=f"{running:.4f}")
+            if step % 200 == 0:
+                say(f"entropy-fit step {step} bpp {running:.4f} (running, all positions)")
+            if kodak and (step % args.eval_every == 0 or step == total):
+                now = kodak_bpp(net, kodak)
+                say(f"entropy-fit step {step} kodak exact bpp " + ", ".join(
+                    f"{p:g}: {b:.4f} ({b / s - 1:+.2%})" for p, b, s in zip(EVAL_POSITIONS, now, start_bpp)))
+            if time.time() - last_ckpt > args.checkpoint_every:
+                checkpoint()
+                last_ckpt = time.time()
+        checkpoint(" (stop requested)" if stop.requested else "")
+    bar.close()
+    return 0
