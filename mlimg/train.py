@@ -28,7 +28,7 @@ CAE_GMM_DEFAULTS = {"crop": 64, "batch": 8, "lr": 2e-4, "prior_lr": 5e-3, "eval_
 def add_arguments(parser) -> None:
     parser.add_argument("method", choices=METHODS)
     parser.add_argument("--data", default="../shared/data/bsds500", help="folder of training images")
-    parser.add_argument("--out", default=None, help="run folder for checkpoints and log (default runs/METHOD)")
+    parser.add_argument("--out", default=None, help="run folder for checkpoints and log (default runs/METHOD; --entropy-fit runs/METHOD-entropy)")
     parser.add_argument("--kodak", default="../shared/data/kodak", help="folder with Kodak PNGs for the periodic evaluation")
     parser.add_argument("--steps", type=int, default=10**9,
                         help="stop after this many steps (--entropy-fit: the fit's own steps, default 10000)")
@@ -59,7 +59,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--Nfs", type=int, default=None, help="gmm: width of the synthesis' last stage (default Nf); "
                         "with --init, widened as --Na")
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
-    parser.add_argument("--eval-every", type=int, default=None, help="steps between Kodak evaluations (cae/gmm 2000, gan 500)")
+    parser.add_argument("--eval-every", type=int, default=None, help="steps between Kodak evaluations (cae/gmm 2000, gan 500, --entropy-fit 1000)")
     parser.add_argument("--export", metavar="RUN", default=None,
                         help="instead of training: export RUN's checkpoint to mlimg/weights and register it")
     parser.add_argument("--half", action="store_true",

@@ -123,65 +123,90 @@ def kodak_bpp(net, raws) -> list[float]:
                 for p in EVAL_POSITIONS]
 
 
-def fit(args) -> int:
-    import torch
-    from safetensors.torch import load_file, save_file
-    from tqdm import tqdm
+def start_or_resume(args, run_dir: Path, say, command: str):
+    """(net, checkpoint meta, tensors of the checkpoint): a fit resumed from RUN, or a new one of --init's weights."""
+    from safetensors.torch import load_file
 
     from .nn.models import ARCH_KEYS, build
-    from .train import (StopRequest, init_from_registry, init_lineage, load_images, resolve_init, run_log,
-                        write_checkpoint)
+    from .train import init_from_registry, init_lineage, resolve_init
+
+    ckpt = run_dir / "checkpoint.json"
+    meta = json.loads(ckpt.read_text()) if ckpt.exists() else None
+    if meta is not None and "entropy_fit" not in meta:
+        raise SystemExit(f"--entropy-fit: {run_dir} holds a training run; give a new folder (--out) and the "
+                         f"weights to start from (--init)")
+    if meta is not None:  # resume: same model, the settings of the first call
+        net = build({k: v for k, v in meta["config"].items() if k in ARCH_KEYS})
+        tensors = load_file(str(run_dir / "checkpoint.safetensors"))
+        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        fit_meta = meta["entropy_fit"]
+        fit_meta.setdefault("resumes", []).append({"step": fit_meta["step"], "command": command})
+        say(f"resumed the entropy fit at step {fit_meta['step']} of {fit_meta['steps']}: {command}")
+        return net, meta, tensors
+    model_id, entry = resolve_init(args.init or "default", args.method)
+    net = build(entry["config"])
+    step = init_from_registry(net, model_id, args.method)
+    original, resumes = init_lineage(entry, model_id, step, command)
+    fit_meta = {"step": 0, "steps": args.steps, "crops": args.crops, "crop": args.crop, "batch": args.batch,
+                "lr": args.lr, "prior_lr": args.prior_lr, "seed": args.seed, "data": args.data,
+                "init": model_id, "command": command}
+    meta = {"step": step, "config": dict(entry.get("training", {}).get("train_config") or {}, **entry["config"]),
+            "command": original, "resumes": resumes, "entropy_fit": fit_meta}
+    say(f"entropy fit of {model_id} (transforms at step {step}): {command}")
+    return net, meta, {}
+
+
+def cached_latents(net, run_dir: Path, fit_meta: dict, say):
+    """The crops' analysis output: RUN/latents.safetensors if it is of these weights and settings, else made now."""
+    from safetensors.torch import load_file, save_file
+
+    from .train import load_images
+
+    cache = run_dir / "latents.safetensors"
+    made_by = {k: str(fit_meta[k]) for k in ("init", "crops", "crop", "seed", "data")}
+    if cache.exists() and cache_metadata(cache) == made_by:
+        return load_file(str(cache))["g_a"]
+    images = load_images(Path(fit_meta["data"]))
+    raw = cache_latents(net, images, fit_meta["crops"], fit_meta["crop"], fit_meta["seed"], say)
+    save_file({"g_a": raw.contiguous()}, str(cache), metadata=made_by)
+    return raw
+
+
+def optimiser(net, parts, fit_meta: dict, tensors: dict):
+    """(trained (name, parameter) pairs, Adam over them): `parts` trainable, the rest frozen;
+    the Adam moments of a resumed fit from its checkpoint `tensors`."""
+    import torch
+
+    for name, p in net.named_parameters():
+        p.requires_grad_(name.split(".")[0] in parts)
+    trained = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in trained if n.split(".")[0] not in PRIORS], "base": fit_meta["lr"]},
+              {"params": [p for n, p in trained if n.split(".")[0] in PRIORS], "base": fit_meta["prior_lr"]}]
+    opt = torch.optim.Adam([dict(g, lr=g["base"]) for g in groups if g["params"]])
+    for name, p in trained:
+        if f"adam.exp_avg.{name}" in tensors:
+            opt.state[p] = {"step": torch.tensor(float(fit_meta["step"])), "exp_avg": tensors[f"adam.exp_avg.{name}"],
+                            "exp_avg_sq": tensors[f"adam.exp_avg_sq.{name}"]}
+    return trained, opt
+
+
+def fit(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .train import StopRequest, run_log, write_checkpoint
 
     torch.set_num_threads(args.threads)
     run_dir = Path(args.out or f"runs/{args.method}-entropy")
     run_dir.mkdir(parents=True, exist_ok=True)
     say = run_log(run_dir)
     command = " ".join(["mlimg", "train"] + sys.argv[sys.argv.index(args.method):]) if args.method in sys.argv else ""
-    ckpt = run_dir / "checkpoint.json"
-    meta = json.loads(ckpt.read_text()) if ckpt.exists() else None
-    if meta is not None and "entropy_fit" not in meta:
-        raise SystemExit(f"--entropy-fit: {run_dir} holds a training run; give a new folder (--out) and the "
-                         f"weights to start from (--init)")
-    if meta is not None:  # resume the fit: same model, same settings
-        net = build({k: v for k, v in meta["config"].items() if k in ARCH_KEYS})
-        tensors = load_file(str(run_dir / "checkpoint.safetensors"))
-        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        fit_meta = meta["entropy_fit"]
-        fit_meta.setdefault("resumes", []).append({"step": fit_meta["step"], "command": command})
-        say(f"resumed the entropy fit at step {fit_meta['step']}: {command}")
-    else:
-        model_id, entry = resolve_init(args.init or "default", args.method)
-        net = build(entry["config"])
-        step = init_from_registry(net, model_id, args.method)
-        original, resumes = init_lineage(entry, model_id, step, command)
-        fit_meta = {"step": 0, "steps": args.steps, "crops": args.crops, "crop": args.crop, "batch": args.batch,
-                    "lr": args.lr, "prior_lr": args.prior_lr, "seed": args.seed, "data": args.data,
-                    "init": model_id, "command": command}
-        meta = {"step": step, "config": dict(entry.get("training", {}).get("train_config") or {}, **entry["config"]),
-                "command": original, "resumes": resumes, "entropy_fit": fit_meta}
-        say(f"entropy fit of {model_id} (transforms at step {step}): {command}")
-        tensors = {}
+    net, meta, tensors = start_or_resume(args, run_dir, say, command)
+    fit_meta = meta["entropy_fit"]
     net.eval()  # no dropout or batch norm anywhere; eval() keeps the frozen parts' state fixed
-    parts = ENTROPY_PARTS[args.method]
-    for name, p in net.named_parameters():
-        p.requires_grad_(name.split(".")[0] in parts)
-    trained = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in trained if n.split(".")[0] not in PRIORS], "lr": fit_meta["lr"], "base": fit_meta["lr"]},
-              {"params": [p for n, p in trained if n.split(".")[0] in PRIORS], "lr": fit_meta["prior_lr"], "base": fit_meta["prior_lr"]}]
-    opt = torch.optim.Adam([g for g in groups if g["params"]])
-    for name, p in trained:
-        if f"adam.exp_avg.{name}" in tensors:
-            opt.state[p] = {"step": torch.tensor(float(fit_meta["step"])), "exp_avg": tensors[f"adam.exp_avg.{name}"],
-                            "exp_avg_sq": tensors[f"adam.exp_avg_sq.{name}"]}
+    trained, opt = optimiser(net, ENTROPY_PARTS[args.method], fit_meta, tensors)
 
-    cache = run_dir / "latents.safetensors"
-    made_by = {k: str(fit_meta[k]) for k in ("init", "crops", "crop", "seed", "data")}  # what the cache is of
-    if cache.exists() and cache_metadata(cache) == made_by:
-        raw = load_file(str(cache))["g_a"]
-    else:
-        images = load_images(Path(fit_meta["data"]))
-        raw = cache_latents(net, images, fit_meta["crops"], fit_meta["crop"], fit_meta["seed"], say)
-        save_file({"g_a": raw.contiguous()}, str(cache), metadata=made_by)
+    raw = cached_latents(net, run_dir, fit_meta, say)
     lo, hi = positions_range(args.method, net.log_gain.shape[0])
     kodak = kodak_raw(net, Path(args.kodak))
     start_bpp = fit_meta.get("kodak_start")
