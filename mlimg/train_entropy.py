@@ -248,7 +248,7 @@ def fit(args) -> int:
             if step % 200 == 0:
                 say(f"entropy-fit step {step} bpp {running:.4f} (running, all positions)")
             if kodak and (step % args.eval_every == 0 or step == total):
-                now = kodak_bpp(net, kodak)
+                now = fit_meta["kodak_last"] = kodak_bpp(net, kodak)
                 say(f"entropy-fit step {step} kodak exact bpp " + ", ".join(
                     f"{p:g}: {b:.4f} ({b / s - 1:+.2%})" for p, b, s in zip(EVAL_POSITIONS, now, start_bpp)))
             if time.time() - last_ckpt > args.checkpoint_every:
