@@ -48,10 +48,9 @@ def _net(run):
 @pytest.mark.parametrize("method", ["cae", "gmm"])
 def test_entropy_fit_lowers_the_exact_rate_and_leaves_the_transforms_alone(tmp_path, train_in_tmp, method):
     from mlimg.nn import store
-    from mlimg.train_entropy import ENTROPY_PARTS
-
     from mlimg.nn.models import build
     from mlimg.train import init_from_registry
+    from mlimg.train_entropy import ENTROPY_PARTS
 
     model_id = _trained(method, tmp_path, train_in_tmp)
     start = build(store.registry()["models"][model_id]["config"])
