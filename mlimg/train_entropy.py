@@ -46,20 +46,11 @@ def positions_range(method: str, levels: int) -> tuple[float, float]:
     return -below, levels - 1.0
 
 
-def exact_bits(net, y: "torch.Tensor"):
-    """(latent bits, hyper-latent bits) of the rounded gained latent y (B, M, h, w) as the coder
-    pays them: discretised models at integer values; gmm's z = round(h_a(y)), no gradient."""
-    import torch
-
-    from .nn.entropy_models import gmm_likelihood
-
-    if net.config["arch"] == "cae":
-        return -torch.log2(net.prior.likelihood(y)).sum(), torch.zeros(())
-    with torch.no_grad():
-        z_hat = torch.round(net.h_a(y))
-    weights, means, scales = net.mixture(net.h_s(z_hat), y)
-    return (-torch.log2(gmm_likelihood(y, weights, means, scales)).sum(),
-            -torch.log2(net.z_prior.likelihood(z_hat)).sum())
+def exact_bits(net, y: "torch.Tensor") -> "torch.Tensor":
+    """Bits of the rounded gained latent y (B, M, h, w) as the coder pays them (float models):
+    for an integer y the models' relaxed rate (nn/models.py) is exactly that, gmm's hyper-latent
+    z = round(h_a(y)) included (no gradient into h_a)."""
+    return net.relaxed_bits(y)
 
 
 def gained(net, raw: "torch.Tensor", positions) -> "torch.Tensor":
@@ -101,6 +92,7 @@ def kodak_raw(net, kodak: Path) -> list:
     import torch
     from PIL import Image
 
+    from .codecs.cae import _pad
     from .train import KODAK_EVAL
 
     out = []
@@ -108,9 +100,8 @@ def kodak_raw(net, kodak: Path) -> list:
         for name in KODAK_EVAL:
             if (kodak / name).exists():
                 img = np.asarray(Image.open(kodak / name).convert("RGB"), np.float32) / 255.0
-                h, w = img.shape[:2]
-                x = torch.from_numpy(np.pad(img, ((0, -h % 64), (0, -w % 64), (0, 0)), mode="edge")).permute(2, 0, 1)
-                out.append((net.g_a(x[None].contiguous()).clone(), h * w))
+                x = torch.from_numpy(_pad(img)).permute(2, 0, 1)[None].contiguous()  # as the encoder pads
+                out.append((net.g_a(x).clone(), img.shape[0] * img.shape[1]))
     return out
 
 
@@ -119,7 +110,7 @@ def kodak_bpp(net, raws) -> list[float]:
     import torch
 
     with torch.inference_mode():
-        return [float(np.mean([sum(map(float, exact_bits(net, gained(net, raw, [p])))) / pixels for raw, pixels in raws]))
+        return [float(np.mean([float(exact_bits(net, gained(net, raw, [p]))) / pixels for raw, pixels in raws]))
                 for p in EVAL_POSITIONS]
 
 
@@ -233,8 +224,7 @@ def fit(args) -> int:
             rng = np.random.default_rng([fit_meta["seed"], step])  # batch and positions: functions of (seed, step)
             idx = torch.from_numpy(rng.integers(len(raw), size=fit_meta["batch"]))
             y = gained(net, raw[idx], rng.uniform(lo, hi, fit_meta["batch"]))
-            y_bits, z_bits = exact_bits(net, y)
-            loss = (y_bits + z_bits) / (len(idx) * pixels)  # bits per pixel of the crops
+            loss = exact_bits(net, y) / (len(idx) * pixels)  # bits per pixel of the crops
             for g in opt.param_groups:  # cosine decay to 0 over the fit, from any resumed step
                 g["lr"] = g["base"] * 0.5 * (1 + math.cos(math.pi * step / total))
             opt.zero_grad(set_to_none=True)

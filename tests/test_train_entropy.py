@@ -30,7 +30,7 @@ def _cached_bits(method, run, model):
 
     raw = load_file(str(run / "latents.safetensors"))["g_a"]
     with torch.no_grad():
-        return sum(float(sum(exact_bits(model, gained(model, raw, [p] * len(raw))))) for p in (-2.0, 1.0, 5.0))
+        return sum(float(exact_bits(model, gained(model, raw, [p] * len(raw)))) for p in (-2.0, 1.0, 5.0))
 
 
 def _net(run):

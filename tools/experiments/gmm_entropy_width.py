@@ -86,7 +86,7 @@ def fit(net, raw, steps: int, lr: float = 1e-4, prior_lr: float = 1e-3, batch: i
         rng = np.random.default_rng([seed, step])
         idx = torch.from_numpy(rng.integers(len(raw), size=batch))
         y = gained(net, raw[idx], rng.uniform(lo, hi, batch))
-        loss = sum(exact_bits(net, y)) / (batch * 256 * 256)
+        loss = exact_bits(net, y) / (batch * 256 * 256)
         for g in opt.param_groups:
             g["lr"] = g["base"] * 0.5 * (1 + math.cos(math.pi * step / steps))
         opt.zero_grad(set_to_none=True), loss.backward(), opt.step()
