@@ -282,6 +282,12 @@ def load_checkpoint(run_dir: Path, model, opt, device) -> dict:
     return meta
 
 
+def command_line(method: str) -> str:
+    """This process's `mlimg train METHOD ...` command as typed (recorded beside the weights);
+    empty when METHOD is not on the command line (a test calling run() directly)."""
+    return " ".join(["mlimg", "train"] + sys.argv[sys.argv.index(method):]) if method in sys.argv else ""
+
+
 def resolve_init(model_id: str, method: str) -> tuple[str, dict]:
     """(model id, registry entry) for `--init MODEL_ID`; 'default' is the method's default model."""
     from .nn import store
@@ -427,7 +433,7 @@ def _train(args) -> int:
     prior_params = [p for n, p in model.named_parameters() if n.split(".")[0] in ("prior", "z_prior")]
     other_params = [p for n, p in model.named_parameters() if n.split(".")[0] not in ("prior", "z_prior")]
     opt = torch.optim.Adam([{"params": other_params}, {"params": prior_params, "lr": args.prior_lr}], lr=args.lr)
-    step, command = 0, " ".join(["mlimg", "train"] + sys.argv[sys.argv.index(args.method):]) if args.method in sys.argv else ""
+    step, command = 0, command_line(args.method)
     if resuming:
         meta = load_checkpoint(run_dir, model, opt, device)
         step = meta["step"]

@@ -27,8 +27,12 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch is imported when a fit runs, not with mlimg
+    import torch
 
 FIT_DEFAULTS = {"crop": 256, "batch": 16, "lr": 1e-4, "prior_lr": 1e-3, "eval_every": 1000}
 # The parts of each network the fit trains (everything the decoder's probability tables come from).
@@ -115,9 +119,8 @@ def kodak_bpp(net, raws) -> list[float]:
 
 
 def start_or_resume(args, run_dir: Path, say, command: str):
-    """(net, checkpoint meta, tensors of the checkpoint): a fit resumed from RUN, or a new one of --init's weights."""
-    from safetensors.torch import load_file
-
+    """(net, checkpoint meta, resuming): a new fit of --init's weights (net loaded), or the fit in
+    RUN resumed (net built; fit() loads its checkpoint once the optimiser exists)."""
     from .nn.models import ARCH_KEYS, build
     from .train import init_from_registry, init_lineage, resolve_init
 
@@ -128,12 +131,10 @@ def start_or_resume(args, run_dir: Path, say, command: str):
                          f"weights to start from (--init)")
     if meta is not None:  # resume: same model, the settings of the first call
         net = build({k: v for k, v in meta["config"].items() if k in ARCH_KEYS})
-        tensors = load_file(str(run_dir / "checkpoint.safetensors"))
-        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         fit_meta = meta["entropy_fit"]
         fit_meta.setdefault("resumes", []).append({"step": fit_meta["step"], "command": command})
         say(f"resumed the entropy fit at step {fit_meta['step']} of {fit_meta['steps']}: {command}")
-        return net, meta, tensors
+        return net, meta, True
     model_id, entry = resolve_init(args.init or "default", args.method)
     net = build(entry["config"])
     step = init_from_registry(net, model_id, args.method)
@@ -144,7 +145,7 @@ def start_or_resume(args, run_dir: Path, say, command: str):
     meta = {"step": step, "config": dict(entry.get("training", {}).get("train_config") or {}, **entry["config"]),
             "command": original, "resumes": resumes, "entropy_fit": fit_meta}
     say(f"entropy fit of {model_id} (transforms at step {step}): {command}")
-    return net, meta, {}
+    return net, meta, False
 
 
 def cached_latents(net, run_dir: Path, fit_meta: dict, say):
@@ -163,9 +164,8 @@ def cached_latents(net, run_dir: Path, fit_meta: dict, say):
     return raw
 
 
-def optimiser(net, parts, fit_meta: dict, tensors: dict):
-    """(trained (name, parameter) pairs, Adam over them): `parts` trainable, the rest frozen;
-    the Adam moments of a resumed fit from its checkpoint `tensors`."""
+def optimiser(net, parts, fit_meta: dict):
+    """Adam over `parts` (the rest frozen): the priors at --prior-lr, the networks at --lr."""
     import torch
 
     for name, p in net.named_parameters():
@@ -173,29 +173,43 @@ def optimiser(net, parts, fit_meta: dict, tensors: dict):
     trained = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in trained if n.split(".")[0] not in PRIORS], "base": fit_meta["lr"]},
               {"params": [p for n, p in trained if n.split(".")[0] in PRIORS], "base": fit_meta["prior_lr"]}]
-    opt = torch.optim.Adam([dict(g, lr=g["base"]) for g in groups if g["params"]])
-    for name, p in trained:
-        if f"adam.exp_avg.{name}" in tensors:
-            opt.state[p] = {"step": torch.tensor(float(fit_meta["step"])), "exp_avg": tensors[f"adam.exp_avg.{name}"],
-                            "exp_avg_sq": tensors[f"adam.exp_avg_sq.{name}"]}
-    return trained, opt
+    return torch.optim.Adam([dict(g, lr=g["base"]) for g in groups if g["params"]])
+
+
+def fit_step(net, opt, raw, fit_meta: dict, step: int, positions: tuple[float, float]) -> float:
+    """One step of the fit: fit_meta's batch of cached crops, each at a random gain position in
+    `positions`, both functions of (seed, step); cosine learning rate over fit_meta's steps.
+    Returns the bits per pixel of the crops."""
+    import torch
+
+    rng = np.random.default_rng([fit_meta["seed"], step])
+    idx = torch.from_numpy(rng.integers(len(raw), size=fit_meta["batch"]))
+    y = gained(net, raw[idx], rng.uniform(*positions, fit_meta["batch"]))
+    loss = exact_bits(net, y) / (len(idx) * fit_meta["crop"] ** 2)
+    for g in opt.param_groups:  # from any resumed step
+        g["lr"] = g["base"] * 0.5 * (1 + math.cos(math.pi * step / fit_meta["steps"]))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
 
 
 def fit(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .train import StopRequest, run_log, write_checkpoint
+    from .train import StopRequest, command_line, load_checkpoint, run_log, save_checkpoint
 
     torch.set_num_threads(args.threads)
     run_dir = Path(args.out or f"runs/{args.method}-entropy")
     run_dir.mkdir(parents=True, exist_ok=True)
     say = run_log(run_dir)
-    command = " ".join(["mlimg", "train"] + sys.argv[sys.argv.index(args.method):]) if args.method in sys.argv else ""
-    net, meta, tensors = start_or_resume(args, run_dir, say, command)
+    net, meta, resuming = start_or_resume(args, run_dir, say, command_line(args.method))
     fit_meta = meta["entropy_fit"]
     net.eval()  # no dropout or batch norm anywhere; eval() keeps the frozen parts' state fixed
-    trained, opt = optimiser(net, ENTROPY_PARTS[args.method], fit_meta, tensors)
+    opt = optimiser(net, ENTROPY_PARTS[args.method], fit_meta)
+    if resuming:  # weights and the trained parts' Adam moments
+        load_checkpoint(run_dir, net, opt, torch.device("cpu"))
 
     raw = cached_latents(net, run_dir, fit_meta, say)
     lo, hi = positions_range(args.method, net.log_gain.shape[0])
@@ -205,39 +219,25 @@ def fit(args) -> int:
         start_bpp = fit_meta["kodak_start"] = kodak_bpp(net, kodak)
         say("kodak exact bpp at positions " + ", ".join(f"{p:g}: {b:.4f}" for p, b in zip(EVAL_POSITIONS, start_bpp)))
 
-    total, pixels = fit_meta["steps"], fit_meta["crop"] ** 2
     step, running, seen, last_ckpt = fit_meta["step"], 0.0, 0, time.time()
-    bar = tqdm(total=total, initial=step, mininterval=30, file=sys.stderr)
+    bar = tqdm(total=fit_meta["steps"], initial=step, mininterval=30, file=sys.stderr)
 
     def checkpoint(note: str = "") -> None:
         fit_meta["step"] = step
-        out = {f"model.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
-        for name, p in trained:
-            if p in opt.state:
-                out[f"adam.exp_avg.{name}"] = opt.state[p]["exp_avg"].contiguous()
-                out[f"adam.exp_avg_sq.{name}"] = opt.state[p]["exp_avg_sq"].contiguous()
-        write_checkpoint(run_dir, out, meta)
+        save_checkpoint(run_dir, net, opt, meta)  # the frozen parts have no Adam state
         say(f"checkpoint at entropy-fit step {step}{note}")
 
     with StopRequest() as stop:
-        while step < total and not stop.requested:
-            rng = np.random.default_rng([fit_meta["seed"], step])  # batch and positions: functions of (seed, step)
-            idx = torch.from_numpy(rng.integers(len(raw), size=fit_meta["batch"]))
-            y = gained(net, raw[idx], rng.uniform(lo, hi, fit_meta["batch"]))
-            loss = exact_bits(net, y) / (len(idx) * pixels)  # bits per pixel of the crops
-            for g in opt.param_groups:  # cosine decay to 0 over the fit, from any resumed step
-                g["lr"] = g["base"] * 0.5 * (1 + math.cos(math.pi * step / total))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        while step < fit_meta["steps"] and not stop.requested:
+            bpp = fit_step(net, opt, raw, fit_meta, step, (lo, hi))
             step, seen = step + 1, seen + 1
             w = max(0.01, 1.0 / seen)
-            running = (1 - w) * running + w * loss.item()
+            running = (1 - w) * running + w * bpp
             bar.update(1)
             bar.set_postfix(bpp=f"{running:.4f}")
             if step % 200 == 0:
                 say(f"entropy-fit step {step} bpp {running:.4f} (running, all positions)")
-            if kodak and (step % args.eval_every == 0 or step == total):
+            if kodak and (step % args.eval_every == 0 or step == fit_meta["steps"]):
                 now = fit_meta["kodak_last"] = kodak_bpp(net, kodak)
                 say(f"entropy-fit step {step} kodak exact bpp " + ", ".join(
                     f"{p:g}: {b:.4f} ({b / s - 1:+.2%})" for p, b, s in zip(EVAL_POSITIONS, now, start_bpp)))

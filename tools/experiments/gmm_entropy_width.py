@@ -15,20 +15,19 @@ the start, as the trainer's evaluation does.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
 from mlimg.nn import store
 from mlimg.nn.models import MaskedCheckerboardConv
-from mlimg.train_entropy import ENTROPY_PARTS, EVAL_POSITIONS, exact_bits, gained, kodak_bpp, kodak_raw, positions_range
+from mlimg.train_entropy import (ENTROPY_PARTS, EVAL_POSITIONS, FIT_DEFAULTS, fit_step, kodak_bpp, kodak_raw,
+                                 optimiser, positions_range)
 
 torch.set_num_threads(int(os.environ.get("THREADS", 2)))
 
@@ -73,23 +72,14 @@ def wide_context(ctx: MaskedCheckerboardConv, out: int) -> MaskedCheckerboardCon
     return grown
 
 
-def fit(net, raw, steps: int, lr: float = 1e-4, prior_lr: float = 1e-3, batch: int = 16, seed: int = 0):
-    parts = ENTROPY_PARTS["gmm"]
-    for name, p in net.named_parameters():
-        p.requires_grad_(name.split(".")[0] in parts)
-    groups = [{"params": [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("z_prior")], "base": lr},
-              {"params": [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("z_prior")], "base": prior_lr}]
-    opt = torch.optim.Adam([dict(g, lr=g["base"]) for g in groups])
-    lo, hi = positions_range("gmm", net.log_gain.shape[0])
+def fit(net, raw, steps: int):
+    """As `mlimg train gmm --entropy-fit` with its defaults (one step function, one optimiser)."""
+    fit_meta = dict(FIT_DEFAULTS, steps=steps, seed=0)
+    opt = optimiser(net, ENTROPY_PARTS["gmm"], fit_meta)
+    positions = positions_range("gmm", net.log_gain.shape[0])
     t = time.time()
     for step in range(steps):
-        rng = np.random.default_rng([seed, step])
-        idx = torch.from_numpy(rng.integers(len(raw), size=batch))
-        y = gained(net, raw[idx], rng.uniform(lo, hi, batch))
-        loss = exact_bits(net, y) / (batch * 256 * 256)
-        for g in opt.param_groups:
-            g["lr"] = g["base"] * 0.5 * (1 + math.cos(math.pi * step / steps))
-        opt.zero_grad(set_to_none=True), loss.backward(), opt.step()
+        fit_step(net, opt, raw, fit_meta, step, positions)
     print(f"  fitted {steps} steps in {time.time() - t:.0f} s", flush=True)
     return net.eval()
 
