@@ -75,6 +75,13 @@ def add_arguments(parser) -> None:
                              "(mlimg/train_entropy.py)")
     parser.add_argument("--crops", type=int, default=1200,
                         help="--entropy-fit: training crops whose analysis output is cached (default 1200)")
+    parser.add_argument("--groups", type=lambda v: [int(g) for g in v.split(",")], default=None, metavar="G,G,...",
+                        help="gmm --entropy-fit: code the latent's channels in groups of these sizes (adding up to "
+                             "M), each conditioned on the ones before (nn/models.py ChannelContext), e.g. 16,16,32,32")
+    parser.add_argument("--group-hidden", type=int, default=None,
+                        help="--groups: width of each group's branch (default M)")
+    parser.add_argument("--branch-lr", type=float, default=None,
+                        help="--groups: learning rate of the new branches (default 5e-4, cosine to 0)")
     parser.add_argument("--base", default=None,
                         help="gan only: the gmm model id or gmm run folder whose frozen codec the generator decodes")
     parser.add_argument("--loss-weights", default=None, metavar="K=V,...",
@@ -91,6 +98,9 @@ def run(args) -> int:
             raise SystemExit(f"mlimg train {args.method}: --{key} only applies to {'/'.join(methods)}")
     if getattr(args, "half", False) and (args.method not in ("cae", "gmm") or not args.export):
         raise SystemExit(f"mlimg train {args.method}: --half only applies to cae/gmm with --export")
+    fit_only = [f"--{k.replace('_', '-')}" for k in ("groups", "group_hidden", "branch_lr") if getattr(args, k, None) is not None]
+    if fit_only and not getattr(args, "entropy_fit", False):
+        raise SystemExit(f"mlimg train {args.method}: {', '.join(fit_only)} only apply to --entropy-fit")
     if getattr(args, "entropy_fit", False):
         if args.method not in ("cae", "gmm") or args.export:
             raise SystemExit(f"mlimg train {args.method}: --entropy-fit only applies to cae/gmm, without --export")

@@ -15,6 +15,10 @@ rounded values too. This fit minimises that exact rate:
            straight-through rounding, it learned to move information into z, whose rate at
            integers has no gradient worth the name: +25 % bits on Kodak after 1000 steps);
       cae: the factorised prior.
+With --groups (gmm), the fit first gives the model channel groups (nn/models.py ChannelContext:
+the channels, most bits first on the cached crops at the middle gain, coded group by group, each
+group's probabilities also conditioned on the groups before it) and trains their branches at
+--branch-lr with the rest; the branches start at zero, so the fit starts from the model's rate.
 The reconstruction depends on the rounded latent only, so distortion is unchanged at every
 quality: only bits move. The run folder is an ordinary run (`mlimg train METHOD --export RUN`),
 whose step count stays the transforms'; RUN/checkpoint.json's "entropy_fit" records this fit,
@@ -34,10 +38,12 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported when a fit runs, not with mlimg
     import torch
 
-FIT_DEFAULTS = {"crop": 256, "batch": 16, "lr": 1e-4, "prior_lr": 1e-3, "eval_every": 1000}
+FIT_DEFAULTS = {"crop": 256, "batch": 16, "lr": 1e-4, "prior_lr": 1e-3, "branch_lr": 5e-4, "eval_every": 1000}
 # The parts of each network the fit trains (everything the decoder's probability tables come from).
-ENTROPY_PARTS = {"cae": ("prior",), "gmm": ("h_s", "context", "entropy_parameters", "z_prior")}
-PRIORS = ("prior", "z_prior")  # the density models: their own (higher) learning rate
+ENTROPY_PARTS = {"cae": ("prior",), "gmm": ("h_s", "context", "entropy_parameters", "z_prior", "channel_context")}
+# Parts with their own learning rate (fit_meta key): the density models, and the channel branches,
+# which start from zero while everything else is already trained.
+OWN_LR = {"prior": "prior_lr", "z_prior": "prior_lr", "channel_context": "branch_lr"}
 EVAL_POSITIONS = (-2.0, 0.0, 2.5, 5.0)  # gain positions of the Kodak evaluation (quality ~1, 29, 64, 100)
 
 
@@ -64,6 +70,42 @@ def gained(net, raw: "torch.Tensor", positions) -> "torch.Tensor":
     with torch.no_grad():
         g = torch.stack([net.gains(float(p))[0] for p in positions])[..., None, None]
     return torch.round(raw * g)
+
+
+def channel_order(net, raw: "torch.Tensor") -> list[int]:
+    """gmm's latent channels by their exact bits on (up to) 64 cached crops at the middle trained
+    gain, most first: the order channel groups code them in."""
+    import torch
+
+    from .nn.entropy_models import gmm_likelihood
+
+    with torch.inference_mode():
+        crops = raw[:64]
+        y = gained(net, crops, [(net.log_gain.shape[0] - 1) / 2] * len(crops))
+        z = torch.round(net.h_a(y))
+        per_channel = -torch.log2(gmm_likelihood(y, *net.mixture(net.h_s(z), y))).sum(dim=(0, 2, 3))
+    return [int(c) for c in torch.argsort(per_channel, descending=True, stable=True)]
+
+
+def add_groups(net, meta: dict, raw, say) -> None:
+    """Give a gmm without channel groups the fit's --groups (order from the cached crops)."""
+    fit_meta = meta["entropy_fit"]
+    if not fit_meta.get("groups"):
+        return
+    if net.channel_context is not None:
+        raise SystemExit(f"--groups: {fit_meta['init']} already codes its latent in channel groups {net.config['groups']}")
+    import torch
+
+    try:
+        order = channel_order(net, raw)
+        with torch.random.fork_rng():  # the branches' first layers: a function of --seed
+            torch.manual_seed(fit_meta["seed"])
+            net.add_channel_context(fit_meta["groups"], order, fit_meta.get("group_hidden"))
+    except ValueError as exc:
+        raise SystemExit(f"--groups: {exc}") from None
+    meta["config"].update({k: net.config[k] for k in ("groups", "order", "Nc")})
+    say(f"channel groups {net.config['groups']} (branches {net.config['Nc']} wide), channels in the order "
+        f"{net.config['order']}")
 
 
 def cache_latents(net, images, crops: int, crop: int, seed: int, say) -> "torch.Tensor":
@@ -142,6 +184,10 @@ def start_or_resume(args, run_dir: Path, say, command: str):
     fit_meta = {"step": 0, "steps": args.steps, "crops": args.crops, "crop": args.crop, "batch": args.batch,
                 "lr": args.lr, "prior_lr": args.prior_lr, "seed": args.seed, "data": args.data,
                 "init": model_id, "command": command}
+    if args.groups:
+        if args.method != "gmm":
+            raise SystemExit(f"mlimg train {args.method}: --groups only applies to gmm")
+        fit_meta.update(groups=args.groups, group_hidden=args.group_hidden, branch_lr=args.branch_lr)
     meta = {"step": step, "config": dict(entry.get("training", {}).get("train_config") or {}, **entry["config"]),
             "command": original, "resumes": resumes, "entropy_fit": fit_meta}
     say(f"entropy fit of {model_id} (transforms at step {step}): {command}")
@@ -165,14 +211,16 @@ def cached_latents(net, run_dir: Path, fit_meta: dict, say):
 
 
 def optimiser(net, parts, fit_meta: dict):
-    """Adam over `parts` (the rest frozen): the priors at --prior-lr, the networks at --lr."""
+    """Adam over `parts` (the rest frozen): the priors at --prior-lr, the channel branches at
+    --branch-lr, the other networks at --lr."""
     import torch
 
     for name, p in net.named_parameters():
         p.requires_grad_(name.split(".")[0] in parts)
-    trained = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in trained if n.split(".")[0] not in PRIORS], "base": fit_meta["lr"]},
-              {"params": [p for n, p in trained if n.split(".")[0] in PRIORS], "base": fit_meta["prior_lr"]}]
+    trained = [(n.split(".")[0], p) for n, p in net.named_parameters() if p.requires_grad]
+    rates = {key: fit_meta.get(key, FIT_DEFAULTS[key]) for key in ("lr", *OWN_LR.values())}
+    groups = [{"params": [p for part, p in trained if OWN_LR.get(part, "lr") == key], "base": rate}
+              for key, rate in rates.items()]
     return torch.optim.Adam([dict(g, lr=g["base"]) for g in groups if g["params"]])
 
 
@@ -207,11 +255,13 @@ def fit(args) -> int:
     net, meta, resuming = start_or_resume(args, run_dir, say, command_line(args.method))
     fit_meta = meta["entropy_fit"]
     net.eval()  # no dropout or batch norm anywhere; eval() keeps the frozen parts' state fixed
+    if not resuming:  # (a resumed net has its weights, channel groups included, after load_checkpoint)
+        raw = cached_latents(net, run_dir, fit_meta, say)
+        add_groups(net, meta, raw, say)
     opt = optimiser(net, ENTROPY_PARTS[args.method], fit_meta)
     if resuming:  # weights and the trained parts' Adam moments
         load_checkpoint(run_dir, net, opt, torch.device("cpu"))
-
-    raw = cached_latents(net, run_dir, fit_meta, say)
+        raw = cached_latents(net, run_dir, fit_meta, say)
     lo, hi = positions_range(args.method, net.log_gain.shape[0])
     kodak = kodak_raw(net, Path(args.kodak))
     start_bpp = fit_meta.get("kodak_start")

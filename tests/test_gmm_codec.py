@@ -22,23 +22,31 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {"arch": "gmm", "N": 8, "M": 8, "K": 3, "lambdas": [0.001, 0.01, 0.1]}
+# The same with channel groups (nn/models.py ChannelContext): 2·3 coding passes, channels reordered.
+TINY_GROUPS = dict(TINY, groups=[2, 2, 4], order=[5, 0, 7, 2, 1, 6, 3, 4], Nc=6)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A tiny GMM with fixed-seed random weights, registered under a test-only id."""
+@pytest.fixture(scope="module", params=["checkerboard", "groups"])
+def tiny_model(tmp_path_factory, request):
+    """A tiny GMM with fixed-seed random weights, registered under a test-only id; once as a
+    plain checkerboard model, once with channel groups whose branches are not zero."""
     from mlimg.nn import store
     from mlimg.nn.models import build
 
+    config = TINY if request.param == "checkerboard" else TINY_GROUPS
     torch.manual_seed(4321)
-    net = build(TINY)
+    net = build(config)
     with torch.no_grad():  # a useful latent scale: rate then grows with the gain
         net.g_a[-2].weight.mul_(20.0)
-    path = tmp_path_factory.mktemp("weights") / "gmm-tiny.safetensors"
-    sha = store.save_weights(path, net, store.integer_tables(net), TINY)
-    store.register("gmm-test-tiny", "gmm", path, TINY)
-    yield "gmm-test-tiny", sha
-    store.unregister("gmm-test-tiny")
+        if net.channel_context is not None:  # the branches start at zero; make them matter
+            for branch in net.channel_context.branches.values():
+                branch[2].weight.normal_(0, 0.3)
+    model_id = f"gmm-test-tiny-{request.param}"
+    path = tmp_path_factory.mktemp("weights") / f"{model_id}.safetensors"
+    sha = store.save_weights(path, net, store.integer_tables(net), config)
+    store.register(model_id, "gmm", path, config)
+    yield model_id, sha
+    store.unregister(model_id)
 
 
 def save_load(img, **opts):
@@ -206,10 +214,11 @@ def test_fuzzed_payload_never_escapes_as_other_errors(tiny_model, tail, hyper):
 
 
 def _all_probabilities(entropy, y, z):
-    """Every (centre, probabilities) block the decoder feeds the range coder, in order."""
+    """Every (positions, channels, centre, probabilities) block the decoder feeds the range coder, in order."""
     _, lh, lw = y.shape
     hyper = entropy.hyper(z, lh, lw)
-    return [(pos, c.copy(), p.copy()) for anchors in (True, False) for pos, c, p in entropy.pass_blocks(hyper, y, anchors)]
+    return [(pos, entropy.group_channels[g], c.copy(), p.copy())
+            for anchors, g in entropy.passes() for pos, c, p in entropy.pass_blocks(hyper, y, anchors, g)]
 
 
 def test_decoder_probability_inputs_are_identical_across_threads_and_exact_integers(tiny_model, monkeypatch):
@@ -237,7 +246,8 @@ def test_decoder_probability_inputs_are_identical_across_threads_and_exact_integ
     monkeypatch.setattr(gmm_entropy, "int_matmul", lambda a, b, *_: np.matmul(np.asarray(a, np.int64), np.asarray(b, np.int64)))
     runs.append(_all_probabilities(entropy, y, z))
     for other in runs[1:]:
-        for (p0, c0, q0), (p1, c1, q1) in zip(runs[0], other):
+        assert len(other) == len(runs[0]) == 2 * len(entropy.group_channels)
+        for (p0, _, c0, q0), (p1, _, c1, q1) in zip(runs[0], other):
             assert np.array_equal(p0, p1) and np.array_equal(c0, c1)
             assert np.array_equal(q0.view(np.int64), q1.view(np.int64))  # bit-identical floats
 
@@ -261,12 +271,14 @@ def test_integer_entropy_model_tracks_the_float_model(tiny_model):
         float_bits = -torch.log2(gmm_likelihood(yt, w, m, s)).sum().item()
     int_bits = 0.0
     flat = y.reshape(8, -1)
-    for pos, centre, probs in _all_probabilities(entropy, y, z):
-        v = flat[:, pos].T.ravel() - centre
+    seen = np.zeros(flat.shape, int)
+    for pos, chans, centre, probs in _all_probabilities(entropy, y, z):
+        seen[chans[:, None], pos[None]] += 1
+        v = flat[chans][:, pos].T.ravel() - centre
         inside = np.abs(v) <= WINDOW
         sym = np.where(inside, v + WINDOW, 2 * WINDOW + 1)
         int_bits += -np.log2(probs[np.arange(sym.size), sym]).sum()
-    assert anchor_mask(yt).sum() > 0
+    assert anchor_mask(yt).sum() > 0 and (seen == 1).all()  # every value coded once
     assert int_bits < float_bits * 1.02 + 20
 
 

@@ -65,7 +65,8 @@ def test_entropy_fit_lowers_the_exact_rate_and_leaves_the_transforms_alone(tmp_p
     assert after < 0.97 * before, (before, after)
     changed = {name.split(".")[0] for name, value in fitted.state_dict().items()
                if not torch.equal(value, start.state_dict()[name])}
-    assert changed == set(ENTROPY_PARTS[method])  # every entropy part moved, nothing else did
+    present = {part for part in ENTROPY_PARTS[method] if getattr(fitted, part, None) is not None}  # no groups here
+    assert changed == present  # every entropy part moved, nothing else did
 
     new_id = store.export_checkpoint(method, run)
     training = store.registry()["models"][new_id]["training"]
@@ -73,13 +74,66 @@ def test_entropy_fit_lowers_the_exact_rate_and_leaves_the_transforms_alone(tmp_p
     assert training["resumes"][-1]["init"] == model_id
 
 
-def test_a_resumed_entropy_fit_matches_an_uninterrupted_one(tmp_path, train_in_tmp, monkeypatch):
+def test_channel_groups_start_as_the_same_model():
+    """ChannelContext's branches start at zero: the grouped model's mixture is the checkerboard one."""
+    from mlimg.nn.models import build
+
+    torch.manual_seed(0)
+    net = build({"arch": "gmm", "N": 8, "M": 8, "K": 3, "lambdas": [0.01, 0.1]}).eval()
+    y = torch.randn(2, 8, 6, 7).mul(4).round()
+    hyper = torch.randn(2, 16, 6, 7)
+    with torch.no_grad():
+        before = net.mixture(hyper, y)
+        net.add_channel_context([3, 1, 4], [7, 6, 5, 4, 3, 2, 1, 0], 5)
+        after = net.mixture(hyper, y)
+    assert net.config["groups"] == [3, 1, 4] and net.config["Nc"] == 5
+    for a, b in zip(before, after):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="partition"):
+        net.add_channel_context([3, 3], None)
+
+
+def test_entropy_fit_with_channel_groups_fits_exports_and_codes(tmp_path, train_in_tmp):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    import mlimg  # noqa: F401
+    from mlimg.nn import store
+    from mlimg.nn.models import build
+    from mlimg.train import init_from_registry
+
+    model_id = _trained("gmm", tmp_path, train_in_tmp)
+    start = build(store.registry()["models"][model_id]["config"])
+    init_from_registry(start, model_id, "gmm")
+    run = tmp_path / "fit"
+    assert train_in_tmp("gmm", run, 30, *FIT, "--init", model_id, "--groups", "2,2,4", "--group-hidden", "4",
+                        "--lr", "3e-3", "--prior-lr", "3e-2", "--branch-lr", "1e-2") == 0
+    fitted = _net(run)
+    assert fitted.config["groups"] == [2, 2, 4] and sorted(fitted.config["order"]) == list(range(8))
+    assert all(b[2].weight.detach().abs().sum() > 0 for b in fitted.channel_context.branches.values())
+    assert _cached_bits("gmm", run, fitted) < 0.97 * _cached_bits("gmm", run, start.eval())
+    with pytest.raises(SystemExit, match="only apply to --entropy-fit"):
+        train_in_tmp("gmm", tmp_path / "x", 1, "--groups", "4,4")
+
+    new_id = store.export_checkpoint("gmm", run)
+    assert store.registry()["models"][new_id]["config"]["groups"] == [2, 2, 4]
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="MLIMG", method="gmm", model=new_id, quality=70)
+    first, second = (np.asarray(Image.open(io.BytesIO(buf.getvalue()))) for _ in range(2))
+    assert first.shape == (24, 40, 3) and np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("groups", [(), ("--groups", "4,4")])
+def test_a_resumed_entropy_fit_matches_an_uninterrupted_one(tmp_path, train_in_tmp, monkeypatch, groups):
     from safetensors.torch import load_file
 
     from mlimg import train
 
     model_id = _trained("gmm", tmp_path, train_in_tmp)
-    common = (*FIT, "--init", model_id, "--lr", "1e-3")
+    common = (*FIT, "--init", model_id, "--lr", "1e-3", *groups)
     assert train_in_tmp("gmm", tmp_path / "a", 6, *common) == 0
     # The same fit stopped after step 3 (as `kill` stops it: StopRequest), then resumed.
     stop_request = train.StopRequest

@@ -13,6 +13,7 @@ from mlimg.codecs.cae import _pad, encoder_latent
 from mlimg.nn.gmm_entropy import WINDOW, N_SCALES
 torch.set_num_threads(2)
 loaded = store.load(store.default_model("gmm"), "gmm"); net = loaded.net; ent = G._entropy_model(loaded)
+assert len(ent.group_channels) == 1, "written for checkerboard models without channel groups (gmm-v1-c8ee12a5 and earlier)"
 D = (-3, -2, -1, 0, 1, 2)
 tot = {}
 for quality in (1, 50, 100):
@@ -30,7 +31,7 @@ for quality in (1, 50, 100):
             pos = np.flatnonzero(select.ravel())
             ctx = ent.context_of_nothing(pos.size) if anchors else ent.context(np.where(select[None], 0, y)).reshape(2 * M, -1)[:, pos].T
             feats = np.concatenate([hyper.reshape(hyper.shape[0], -1)[:, pos].T, ctx], axis=1)
-            w, mq, si = ent.parameters(feats)
+            w, mq, si = ent.parameters(ent.first_layer(feats))
             vals = yf[:, pos].T.ravel()
             ch = np.tile(np.arange(M), pos.size)
             for j, d in enumerate(D):

@@ -4,7 +4,8 @@ with a two-pass checkerboard context (He et al. 2021) and gain units for variabl
 Pixels -> analysis network -> latent y (gained, rounded) -> hyper-analysis -> z (rounded).
 z is range-coded with stored integer tables (chunk HLAT). y is coded in two passes (chunk
 GLAT): checkerboard anchors from the hyperprior alone, then the other half with a context
-of the decoded anchors. Every probability comes from the fixed-point entropy model
+of the decoded anchors; a model with channel groups makes that two passes per group, each
+also conditioned on the groups before it. Every probability comes from the fixed-point entropy model
 (nn/gmm_entropy.py), so decoding is bit-exact everywhere; only the synthesis network that
 turns the decoded y into pixels is floating point (tolerance class rmse + peak).
 Layout: spec/methods/gmm.md.
@@ -38,7 +39,8 @@ class GmmCodec(Codec):
         ChunkSpec("HLAT", "u16 zh, u16 zw, u16 z channels, u32 n_escapes, n_escapes x i16, "
                           "range-coded hyper-latent symbols (u32 LE words)"),
         ChunkSpec("GLAT", "u8 quality, u8 0, u16 latent h, u16 latent w, u16 channels, u32 n_escapes, "
-                          "n_escapes x i16, range-coded latent symbols: anchors, then non-anchors (u32 LE words)"),
+                          "n_escapes x i16, range-coded latent symbols: anchors, then non-anchors, each group of "
+                          "channels in turn (u32 LE words)"),
         ALPHA_CHUNK,
     )
     options = {
@@ -129,7 +131,8 @@ def _entropy_model(loaded):
 
     cached = getattr(loaded, "_integer_entropy", None)
     if cached is None:
-        cached = IntegerEntropyModel(loaded.tables, loaded.net.M, loaded.net.K)
+        config = loaded.net.config
+        cached = IntegerEntropyModel(loaded.tables, loaded.net.M, loaded.net.K, config.get("groups"), config.get("order"))
         loaded._integer_entropy = cached
     return cached
 
@@ -194,10 +197,11 @@ def _pack_latent(y: np.ndarray, z: np.ndarray, quality: int, entropy) -> bytes:
     hyper = entropy.hyper(z, lh, lw)
     y_flat = y.reshape(channels, -1)
     writer = CategoricalWriter()
-    escaped = []
-    for anchors in (True, False):
-        for pos, centre, probs in entropy.pass_blocks(hyper, y, anchors):
-            values = y_flat[:, pos].T.ravel()  # (position, channel) order
+    escaped, shared = [], {}
+    for anchors, group in entropy.passes():
+        chans = entropy.group_channels[group]
+        for pos, centre, probs in entropy.pass_blocks(hyper, y, anchors, group, shared):
+            values = y_flat[chans][:, pos].T.ravel()  # (position, channel) order
             offset = values - centre
             outside = np.abs(offset) > WINDOW
             symbols = np.where(outside, 2 * WINDOW + 1, offset + WINDOW)
@@ -227,9 +231,10 @@ def unpack_latent(payload: bytes, lh: int, lw: int, z: np.ndarray, entropy) -> t
     reader = _reader("GLAT", payload[body:])
     hyper = entropy.hyper(z, lh, lw)
     y = np.zeros((channels, lh * lw), np.int64)
-    used = 0
-    for anchors in (True, False):
-        for pos, centre, probs in entropy.pass_blocks(hyper, y.reshape(channels, lh, lw), anchors):
+    used, shared = 0, {}
+    for anchors, group in entropy.passes():
+        chans = entropy.group_channels[group]
+        for pos, centre, probs in entropy.pass_blocks(hyper, y.reshape(channels, lh, lw), anchors, group, shared):
             symbols = _decoding("GLAT", reader.decode_rows, probs).astype(np.int64)
             values = centre + symbols - WINDOW
             outside = np.flatnonzero(symbols == 2 * WINDOW + 1)
@@ -237,7 +242,7 @@ def unpack_latent(payload: bytes, lh: int, lw: int, z: np.ndarray, entropy) -> t
                 raise CodecError(f"chunk 'GLAT': more escape symbols decoded than the {n_esc} the header lists")
             values[outside] = escaped[used : used + outside.size]
             used += outside.size
-            y[:, pos] = values.reshape(pos.size, channels).T
+            y[chans[:, None], pos[None]] = values.reshape(pos.size, chans.size).T
     if used != n_esc:
         raise CodecError(f"chunk 'GLAT': {used} escape symbols decoded, header says {n_esc}")
     return quality, y.reshape(channels, lh, lw)

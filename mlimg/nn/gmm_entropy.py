@@ -66,6 +66,10 @@ def export_tables(net) -> dict[str, np.ndarray]:
     tables.update(_conv_layer("ctx", net.context.weight * net.context.mask, net.context.bias))
     for i, layer in enumerate(net.entropy_parameters[::2]):
         tables.update(_conv_layer(f"ep{i}", layer.weight, layer.bias))
+    if getattr(net, "channel_context", None) is not None:  # channel groups: the branches' layers
+        for name, branch in net.channel_context.branches.items():
+            tables.update(_conv_layer(f"cc.{name}.0", branch[0].weight, branch[0].bias))
+            tables.update(_conv_layer(f"cc.{name}.1", branch[2].weight, branch[2].bias))
     scales = scale_table(N_SCALES)
     tables["gauss"] = gaussian_tables(scales, GAUSS_HALF_WIDTH, GAUSS_BITS)
     tables["scale_thresholds"] = scale_thresholds(scales, A_BITS)
@@ -136,11 +140,20 @@ def conv_transposed_banded(x: np.ndarray, layer: IntLayer, relu: bool) -> np.nda
 
 
 class IntegerEntropyModel:
-    """Fixed-point hyper-synthesis + checkerboard context + entropy parameters -> integer pmfs."""
+    """Fixed-point hyper-synthesis + checkerboard context (+ channel groups) + entropy parameters
+    -> integer pmfs.
 
-    def __init__(self, tables: dict[str, np.ndarray], M: int, K: int):
-        missing = [n for n in ("z_prior", "hs0.w", "ctx.w", "ep2.w", "gauss", "scale_thresholds", "exp")
-                   if n not in tables]
+    groups/order: the model's channel groups (nn/models.py ChannelContext), from its config;
+    None for a plain checkerboard model (one group of every channel, two passes)."""
+
+    def __init__(self, tables: dict[str, np.ndarray], M: int, K: int, groups=None, order=None):
+        groups = [int(g) for g in groups] if groups else [M]
+        order = [int(c) for c in order] if order is not None else list(range(M))
+        if sorted(order) != list(range(M)) or sum(groups) != M or min(groups) < 1:
+            raise OSError(f"gmm weights: channel groups {groups} do not partition the {M} latent channels")
+        branches = [f"{kind}{g}" for g in range(1, len(groups)) for kind in ("anchors", "others")]
+        needed = ["z_prior", "hs0.w", "ctx.w", "ep2.w", "gauss", "scale_thresholds", "exp"]
+        missing = [n for n in needed + [f"cc.{b}.{i}.w" for b in branches for i in (0, 1)] if n not in tables]
         if missing:
             raise OSError(f"gmm weights lack the integer tables {missing}")
         self.t = {name: np.asarray(v, np.int64) for name, v in tables.items()}
@@ -148,7 +161,23 @@ class IntegerEntropyModel:
         t = self.t
         self.layers = {name: IntLayer(t[f"{name}.w"], t[f"{name}.b"]) for name in ("hs0", "hs1", "hs2", "ep0", "ep1", "ep2")}
         self.layers["ctx"] = IntLayer(t["ctx.w"], t["ctx.b"], taps=CONTEXT_TAPS)
+        for b in branches:
+            for i in (0, 1):
+                self.layers[f"cc.{b}.{i}"] = IntLayer(t[f"cc.{b}.{i}.w"], t[f"cc.{b}.{i}.b"])
+        starts = np.cumsum([0] + groups)
+        self.group_channels = [np.asarray(order[s:e], np.int64) for s, e in zip(starts[:-1], starts[1:])]
+        # The last entropy-parameter layer per group: only the rows of the group's channels.
+        w2, b2 = t["ep2.w"], t["ep2.b"]
+        self.last_layers = []
+        for chans in self.group_channels:
+            rows = np.concatenate([i * K * M + k * M + chans for i in range(3) for k in range(K)])
+            self.last_layers.append(IntLayer(w2[rows], b2[rows]))
         self.gauss_width = self.t["gauss"].shape[2]
+
+    def passes(self) -> list[tuple[bool, int]]:
+        """(anchors, group) of each coding pass, in order: every group's anchors, then the rest."""
+        n = len(self.group_channels)
+        return [(True, g) for g in range(n)] + [(False, g) for g in range(n)]
 
     # -------- hyper-synthesis: z -> features at y resolution
 
@@ -170,20 +199,24 @@ class IntegerEntropyModel:
         """What `context` gives where every input in the window is zero (the anchors): the bias."""
         return np.broadcast_to(_saturate(self.t["ctx.b"] >> W_BITS), (n, self.t["ctx.b"].size))
 
-    def parameters(self, features: np.ndarray):
-        """Per-position integer features (n, 4M) -> (weights, mean_q, scale_idx), each (n*M, K)."""
+    def parameters(self, first: np.ndarray, group: int = 0, extra: np.ndarray | None = None):
+        """ep0's output (n, 3M) at n positions (`first_layer`) -> (weights, mean_q, scale_idx) of
+        the group's channels, each (n*Mg, K); `extra` (n, 3M): the group's channel branch."""
         t = self.t
-        a = features
-        for i in range(3):
-            a = _saturate(self.layers[f"ep{i}"].apply(a))
-            if i < 2:
-                a = np.maximum(a, 0)
-        n, K, M = a.shape[0], self.K, self.M
+        a = first if extra is None else first + extra
+        a = np.maximum(_saturate(a), 0)
+        a = np.maximum(_saturate(self.layers["ep1"].apply(a)), 0)
+        a = _saturate(self.last_layers[group].apply(a))
+        n, K, M = a.shape[0], self.K, self.group_channels[group].size
         p = a.reshape(n, 3, K, M).transpose(1, 0, 3, 2).reshape(3, n * M, K)  # element = (position, channel)
         weights = int_softmax(p[0], t["exp"])
         mean_q = p[1] >> (A_BITS - MEAN_FRAC_BITS)
         scale_idx = np.searchsorted(t["scale_thresholds"], p[2], side="right")
         return weights, mean_q, scale_idx
+
+    def first_layer(self, features: np.ndarray) -> np.ndarray:
+        """ep0 of the features [hyper (2M), context (2M)] (n, 4M), before ReLU and saturation."""
+        return self.layers["ep0"].apply(features)
 
     def probabilities(self, weights, mean_q, scale_idx):
         """(centre (n,), probabilities (n, 2*WINDOW+2)): the values centre-WINDOW..centre+WINDOW,
@@ -196,27 +229,49 @@ class IntegerEntropyModel:
         return window_probs(np.ascontiguousarray(weights), np.ascontiguousarray(mean_q),
                             np.ascontiguousarray(scale_idx), self.t["gauss"], MEAN_FRAC_BITS, GAUSS_BITS, WINDOW, FREQ_FLOOR)
 
-    # -------- checkerboard passes
+    # -------- coding passes
 
-    def pass_blocks(self, hyper: np.ndarray, y: np.ndarray | None, anchors: bool):
-        """Yield (positions, centre, probabilities) blocks of one checkerboard pass; elements of a block
-        are in (position, channel) order, positions are flat indices into the lh x lw latent.
+    def branch(self, y: np.ndarray, anchors: bool, group: int, positions: np.ndarray) -> np.ndarray:
+        """The channel branch of a pass at `positions` (flat indices), (n, 3M): from y with
+        everything not decoded before this pass zeroed (anchor pass: the earlier groups'
+        anchors; other pass: every anchor and the earlier groups' other positions)."""
+        m, lh, lw = y.shape
+        earlier = np.zeros(m, bool)
+        earlier[np.concatenate(self.group_channels[:group])] = True
+        am = anchor_mask(lh, lw)
+        known = (am[None] & earlier[:, None, None]) if anchors else (am[None] | earlier[:, None, None])
+        a = np.pad(_saturate(np.where(known, np.asarray(y, np.int64), 0) << A_BITS), ((0, 0), (1, 1), (1, 1)))
+        windows = np.lib.stride_tricks.sliding_window_view(a, (3, 3), axis=(1, 2))  # (M, lh, lw, 3, 3)
+        rows, cols = np.divmod(positions, lw)
+        im2col = windows[:, rows, cols].transpose(1, 0, 2, 3).reshape(positions.size, m * 9)
+        name = f"cc.{'anchors' if anchors else 'others'}{group}"
+        hidden = np.maximum(_saturate(self.layers[f"{name}.0"].apply(im2col)), 0)
+        return _saturate(self.layers[f"{name}.1"].apply(hidden))
 
-        anchors=True: the first pass (context of nothing). anchors=False: the second pass;
-        y must hold the decoded anchors (its non-anchor positions are ignored). Blocks bound
-        the memory of the (elements, 64) probability arrays on huge images.
+    def pass_blocks(self, hyper: np.ndarray, y: np.ndarray | None, anchors: bool, group: int = 0,
+                    shared: dict | None = None):
+        """Yield (positions, centre, probabilities) blocks of one coding pass (`passes`); elements
+        of a block are in (position, channel) order, channels as `group_channels[group]` lists
+        them, positions are flat indices into the lh x lw latent.
+
+        y must hold every value decoded before this pass (the rest is ignored). `shared`: a dict
+        kept across the passes of one latent, where the first layer's output, the same for every
+        group's anchor (or other) pass, is computed once. Blocks bound the memory of the
+        (elements, 64) probability arrays on huge images.
         """
         _, lh, lw = hyper.shape
+        shared = {} if shared is None else shared
         select = anchor_mask(lh, lw) if anchors else ~anchor_mask(lh, lw)
         pos = np.flatnonzero(select.ravel())
-        hyper_flat = hyper.reshape(hyper.shape[0], -1)
-        ctx_flat = None
-        if not anchors:
-            ctx_flat = self.context(np.where(select[None], 0, y)).reshape(2 * self.M, -1)
-        step = max(1, 65536 // self.M)  # ~32 MB of probabilities per block
+        if anchors not in shared:  # non-anchor passes: every anchor is decoded by now
+            hyper_flat = hyper.reshape(hyper.shape[0], -1)[:, pos].T
+            ctx = (self.context_of_nothing(pos.size) if anchors else
+                   self.context(np.where(select[None], 0, y)).reshape(2 * self.M, -1)[:, pos].T)
+            shared[anchors] = self.first_layer(np.concatenate([hyper_flat, ctx], axis=1))
+        first = shared[anchors]
+        step = max(1, 65536 // self.group_channels[group].size)  # ~32 MB of probabilities per block
         for s in range(0, pos.size, step):
             block = pos[s : s + step]
-            ctx = self.context_of_nothing(block.size) if anchors else ctx_flat[:, block].T
-            features = np.concatenate([hyper_flat[:, block].T, ctx], axis=1)
-            centre, probs = self.probabilities(*self.parameters(features))
+            extra = self.branch(y, anchors, group, block) if group else None
+            centre, probs = self.probabilities(*self.parameters(first[s : s + step], group, extra))
             yield block, centre, probs

@@ -23,7 +23,7 @@ DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483)
 
 STRIDE = 16  # total downsampling factor of the analysis transform
 # The config keys that define a network's architecture (the rest of a run's config is training).
-ARCH_KEYS = ("arch", "N", "M", "K", "lambdas", "Nf", "Na", "Nfa", "Ns", "Nfs")
+ARCH_KEYS = ("arch", "N", "M", "K", "lambdas", "Nf", "Na", "Nfa", "Ns", "Nfs", "groups", "order", "Nc")
 
 
 def level_blend(position: float, levels: int) -> tuple[int, int, float]:
@@ -123,7 +123,8 @@ class GMM(nn.Module):
     """
 
     def __init__(self, N: int = 64, M: int = 96, K: int = 3, lambdas=DEFAULT_LAMBDAS, Nf: int | None = None,
-                 Na: int | None = None, Nfa: int | None = None, Ns: int | None = None, Nfs: int | None = None):
+                 Na: int | None = None, Nfa: int | None = None, Ns: int | None = None, Nfs: int | None = None,
+                 groups=None, order=None, Nc: int | None = None):
         super().__init__()
         Nf = Nf or N
         Na, Nfa = Na or N, Nfa or Nf
@@ -154,6 +155,9 @@ class GMM(nn.Module):
             nn.Conv2d(3 * M, 3 * K * M, 1),
         )
         self.z_prior = FactorizedPrior(N)
+        self.channel_context = None
+        if groups:
+            self.add_channel_context(groups, order, Nc)
         levels = len(lambdas)
         ramp = torch.linspace(-1.0, 1.0, levels).unsqueeze(1).repeat(1, M)
         self.log_gain = nn.Parameter(ramp.clone())
@@ -162,15 +166,29 @@ class GMM(nn.Module):
     @classmethod
     def from_config(cls, config: dict) -> "GMM":
         return cls(config["N"], config["M"], config["K"], config["lambdas"], config.get("Nf"),
-                   config.get("Na"), config.get("Nfa"), config.get("Ns"), config.get("Nfs"))
+                   config.get("Na"), config.get("Nfa"), config.get("Ns"), config.get("Nfs"),
+                   config.get("groups"), config.get("order"), config.get("Nc"))
 
     gains = CAE.gains
 
+    def add_channel_context(self, groups, order, hidden: int | None = None) -> None:
+        """Code the latent's channels in groups (ChannelContext); the model computes the same
+        function as before until the new branches are trained."""
+        self.channel_context = ChannelContext(self.M, self.entropy_parameters[0].out_channels, groups, order, hidden)
+        self.config.update(groups=list(self.channel_context.groups), order=list(self.channel_context.order),
+                           Nc=self.channel_context.hidden)
+
     def mixture(self, hyper: torch.Tensor, y_hat: torch.Tensor):
-        """(weights, means, scales), each (B, K, M, H, W), from hyper features and decoded anchors."""
-        ctx = self.context(y_hat * anchor_mask(y_hat))
+        """(weights, means, scales), each (B, K, M, H, W), from hyper features and the decoded
+        latent (each value sees only what the decoder has decoded before it)."""
+        am = anchor_mask(y_hat)
+        ctx = self.context(y_hat * am)
         hyper = hyper[..., : y_hat.shape[-2], : y_hat.shape[-1]]  # z is y/4 rounded up
-        return split_mixture(self.entropy_parameters(torch.cat([hyper, ctx], dim=1)), self.K, self.M)
+        features = torch.cat([hyper, ctx], dim=1)
+        if self.channel_context is None:
+            return split_mixture(self.entropy_parameters(features), self.K, self.M)
+        return split_mixture(self.channel_context.grouped_parameters(self.entropy_parameters, features, y_hat, am, self.K),
+                             self.K, self.M)
 
     def estimate(self, x: torch.Tensor, position: float):
         """Evaluation with real rounding: (estimated bits from the float models, x_hat)."""
@@ -242,6 +260,74 @@ def gmm_synthesis(M: int, N: int, Nf: int) -> nn.Sequential:
         ResidualBlockUpsample(N, Nf), ResidualBlock(Nf),
         subpel_conv(Nf, 3, 2),
     )
+
+
+class ChannelContext(nn.Module):
+    """Channel groups on top of the checkerboard (as ELIC's SCCTX, He et al. 2022, but kept
+    compatible with a trained checkerboard model).
+
+    The latent's channels, in `order`, are split into `groups`; the decoder codes the anchors of
+    group 1, ..., G, then the non-anchors of group 1, ..., G (2·G passes). Every pass computes the
+    checkerboard model's parameters (hyper features + the context of the anchors it has: none in
+    an anchor pass, all of them in a non-anchor pass); from group 2 on, a branch per pass
+    (3x3 conv over the latent with every value not yet decoded zeroed, ReLU, 1x1 conv) adds
+    what the earlier groups tell about this one to the entropy-parameter network's first
+    pre-activation. The branches' last layers start at zero, so a trained checkerboard model
+    gains the groups without changing its rate, and the entropy fit trains them.
+    """
+
+    def __init__(self, M: int, width: int, groups, order=None, hidden: int | None = None):
+        super().__init__()
+        groups = [int(g) for g in groups]
+        order = list(range(M)) if order is None else [int(c) for c in order]
+        if sorted(order) != list(range(M)) or sum(groups) != M or min(groups) < 1:
+            raise ValueError(f"channel groups {groups} with order of {len(order)} channels do not partition M = {M}")
+        self.groups, self.order, self.hidden = groups, order, int(hidden or M)
+        starts = [sum(groups[:g]) for g in range(len(groups) + 1)]
+        self.spans = list(zip(starts[:-1], starts[1:]))
+        self.branches = nn.ModuleDict()
+        for g in range(1, len(groups)):
+            for kind in ("anchors", "others"):
+                last = nn.Conv2d(self.hidden, width, 1)
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
+                self.branches[f"{kind}{g}"] = nn.Sequential(nn.Conv2d(M, self.hidden, 3, padding=1), nn.ReLU(), last)
+        self.register_buffer("_order", torch.tensor(order), persistent=False)
+
+    def channels(self, g: int) -> torch.Tensor:
+        s, e = self.spans[g]
+        return self._order[s:e]
+
+    def decoded_before(self, g: int, y: torch.Tensor) -> torch.Tensor:
+        """(1, M, 1, 1): 1 for the channels of groups < g."""
+        m = torch.zeros(1, y.shape[1], 1, 1, dtype=y.dtype, device=y.device)
+        m[0, self._order[: self.spans[g][0]]] = 1
+        return m
+
+    def grouped_parameters(self, entropy_parameters: nn.Sequential, features, y, am, K: int) -> torch.Tensor:
+        """The entropy-parameter output (B, 3·K·M, H, W) that each latent value gets in its pass."""
+        ep0, _, ep1, _, ep2 = entropy_parameters
+        M = y.shape[1]
+        first = ep0(features)
+
+        def rows_of(pre, rows_g):
+            hidden = torch.relu(ep1(torch.relu(pre)))
+            return nn.functional.conv2d(hidden, ep2.weight[rows_g], ep2.bias[rows_g])
+
+        rows, parts = [], []
+        for g in range(len(self.groups)):
+            chans = self.channels(g)
+            rows_g = torch.cat([t * K * M + k * M + chans for t in range(3) for k in range(K)])
+            if g == 0:  # the first group's two passes are the checkerboard model itself
+                parts.append(rows_of(first, rows_g))
+            else:
+                before = self.decoded_before(g, y)
+                anchors = rows_of(first + self.branches[f"anchors{g}"](y * am * before), rows_g)
+                others = rows_of(first + self.branches[f"others{g}"](y * (am + (1 - am) * before)), rows_g)
+                parts.append(anchors * am + others * (1 - am))
+            rows.append(rows_g)
+        out = torch.cat(parts, dim=1)
+        return torch.zeros_like(out).index_copy(1, torch.cat(rows), out)
 
 
 def anchor_mask(y: torch.Tensor) -> torch.Tensor:

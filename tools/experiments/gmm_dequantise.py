@@ -17,6 +17,7 @@ from mlimg.nn.gmm_entropy import N_SCALES
 torch.set_num_threads(1)
 loaded = store.load(store.default_model("gmm"), "gmm")
 net, ent = loaded.net, _entropy_model(loaded)
+assert len(ent.group_channels) == 1, "written for checkerboard models without channel groups (gmm-v1-c8ee12a5 and earlier)"
 scales = scale_table(N_SCALES)
 M = net.M
 
@@ -33,7 +34,7 @@ def params(q, z):
         else:
             ctx = ent.context(np.where(select[None], 0, q)).reshape(2 * M, -1)[:, pos].T
         feats = np.concatenate([hf[:, pos].T, ctx], axis=1)
-        w, mq, si = ent.parameters(feats)
+        w, mq, si = ent.parameters(ent.first_layer(feats))
         n = pos.size
         W[:, pos] = w.reshape(n, M, -1).transpose(1, 0, 2) / w.sum(1).reshape(n, M, 1).transpose(1, 0, 2)
         MU[:, pos] = (mq / 2 ** MEAN_FRAC_BITS).reshape(n, M, -1).transpose(1, 0, 2)
