@@ -231,22 +231,41 @@ class IntegerEntropyModel:
 
     # -------- coding passes
 
-    def branch(self, y: np.ndarray, anchors: bool, group: int, positions: np.ndarray) -> np.ndarray:
-        """The channel branch of a pass at `positions` (flat indices), (n, 3M): from y with
-        everything not decoded before this pass zeroed (anchor pass: the earlier groups'
-        anchors; other pass: every anchor and the earlier groups' other positions)."""
+    def branch_input(self, y: np.ndarray, anchors: bool, group: int) -> np.ndarray:
+        """What the channel branch of a pass sees, (M, lh + 2, lw + 2) padded: y with everything
+        not decoded before the pass zeroed (anchor pass: the earlier groups' anchors; other
+        pass: every anchor and the earlier groups' other positions)."""
         m, lh, lw = y.shape
         earlier = np.zeros(m, bool)
         earlier[np.concatenate(self.group_channels[:group])] = True
         am = anchor_mask(lh, lw)
         known = (am[None] & earlier[:, None, None]) if anchors else (am[None] | earlier[:, None, None])
-        a = np.pad(_saturate(np.where(known, np.asarray(y, np.int64), 0) << A_BITS), ((0, 0), (1, 1), (1, 1)))
-        windows = np.lib.stride_tricks.sliding_window_view(a, (3, 3), axis=(1, 2))  # (M, lh, lw, 3, 3)
-        rows, cols = np.divmod(positions, lw)
-        im2col = windows[:, rows, cols].transpose(1, 0, 2, 3).reshape(positions.size, m * 9)
+        return np.pad(_saturate(np.where(known, np.asarray(y, np.int64), 0) << A_BITS), ((0, 0), (1, 1), (1, 1)))
+
+    def branch(self, padded: np.ndarray, anchors: bool, group: int, positions: np.ndarray) -> np.ndarray:
+        """The channel branch (3x3 conv, ReLU, 1x1 conv) at `positions`, (n, 3M)."""
         name = f"cc.{'anchors' if anchors else 'others'}{group}"
-        hidden = np.maximum(_saturate(self.layers[f"{name}.0"].apply(im2col)), 0)
+        hidden = np.maximum(_saturate(self.layers[f"{name}.0"].apply(_im2col_at(padded, 3, positions))), 0)
         return _saturate(self.layers[f"{name}.1"].apply(hidden))
+
+    def first_layer_at(self, hyper: np.ndarray, y: np.ndarray, anchors: bool, positions: np.ndarray) -> np.ndarray:
+        """ep0's output (n, 3M) at `positions` of one kind of pass: hyper features and the
+        context of nothing (anchors) or of every anchor (the others), in bounded chunks."""
+        hyper_flat = hyper.reshape(hyper.shape[0], -1)
+        if not anchors:
+            select = ~anchor_mask(*y.shape[1:])
+            padded = np.pad(_saturate(np.where(select[None], 0, np.asarray(y, np.int64)) << A_BITS),
+                            ((0, 0), (2, 2), (2, 2)))
+        out = np.empty((positions.size, self.layers["ep0"].out), np.int64)
+        step = max(1, _BAND_ELEMENTS // (self.M * CONTEXT_TAPS.size))
+        for s in range(0, positions.size, step):
+            block = positions[s : s + step]
+            if anchors:
+                ctx = self.context_of_nothing(block.size)
+            else:
+                ctx = _saturate(self.layers["ctx"].apply(_im2col_at(padded, 5, block, CONTEXT_TAPS)))
+            out[s : s + step] = self.first_layer(np.concatenate([hyper_flat[:, block].T, ctx], axis=1))
+        return out
 
     def pass_blocks(self, hyper: np.ndarray, y: np.ndarray | None, anchors: bool, group: int = 0,
                     shared: dict | None = None):
@@ -263,15 +282,26 @@ class IntegerEntropyModel:
         shared = {} if shared is None else shared
         select = anchor_mask(lh, lw) if anchors else ~anchor_mask(lh, lw)
         pos = np.flatnonzero(select.ravel())
-        if anchors not in shared:  # non-anchor passes: every anchor is decoded by now
-            hyper_flat = hyper.reshape(hyper.shape[0], -1)[:, pos].T
-            ctx = (self.context_of_nothing(pos.size) if anchors else
-                   self.context(np.where(select[None], 0, y)).reshape(2 * self.M, -1)[:, pos].T)
-            shared[anchors] = self.first_layer(np.concatenate([hyper_flat, ctx], axis=1))
+        if anchors not in shared:  # (by the first non-anchor pass every anchor is decoded)
+            shared[anchors] = self.first_layer_at(hyper, y, anchors, pos)
         first = shared[anchors]
+        padded = self.branch_input(y, anchors, group) if group else None
         step = max(1, 65536 // self.group_channels[group].size)  # ~32 MB of probabilities per block
         for s in range(0, pos.size, step):
             block = pos[s : s + step]
-            extra = self.branch(y, anchors, group, block) if group else None
+            extra = self.branch(padded, anchors, group, block) if group else None
             centre, probs = self.probabilities(*self.parameters(first[s : s + step], group, extra))
             yield block, centre, probs
+
+
+def _im2col_at(padded: np.ndarray, k: int, positions: np.ndarray, taps: np.ndarray | None = None) -> np.ndarray:
+    """(n, C·taps) im2col rows of a k x k stride-1 conv over `padded` (C, h + k - 1, w + k - 1) at
+    flat output `positions`, columns ordered (channel, tap) as IntLayer's weights."""
+    c = padded.shape[0]
+    lw = padded.shape[2] - k + 1
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(1, 2))  # (C, h, w, k, k)
+    rows, cols = np.divmod(positions, lw)
+    picked = windows[:, rows, cols].reshape(c, positions.size, k * k)
+    if taps is not None:
+        picked = picked[..., taps]
+    return picked.transpose(1, 0, 2).reshape(positions.size, -1)
