@@ -124,6 +124,9 @@ def test_entropy_fit_with_channel_groups_fits_exports_and_codes(tmp_path, train_
     img.save(buf, format="MLIMG", method="gmm", model=new_id, quality=70)
     first, second = (np.asarray(Image.open(io.BytesIO(buf.getvalue()))) for _ in range(2))
     assert first.shape == (24, 40, 3) and np.array_equal(first, second)
+    # Training goes on with the groups (the transforms and the branches together).
+    assert train_in_tmp("gmm", tmp_path / "more", 4, "--init", new_id, "--crop", "32", "--batch", "2") == 0
+    assert _net(tmp_path / "more").config["groups"] == [2, 2, 4]
 
 
 @pytest.mark.parametrize("groups", [(), ("--groups", "4,4")])
