@@ -379,8 +379,11 @@ def _loop_filter_chunk(codec: Codec, pixels: np.ndarray, mode: str, header: cont
     """Decode what was encoded, as a decoder will, and fit the filter to it (None: it does not pay)."""
     from . import loop_filter
 
-    opts = {"model": encoded.model} if codec.needs_model else {}
-    decoded = np.asarray(codec.decode(to_codec_header(header), list(encoded.chunks), **opts))
+    if encoded.reconstruct is not None:
+        decoded = np.asarray(encoded.reconstruct())
+    else:
+        opts = {"model": encoded.model} if codec.needs_model else {}
+        decoded = np.asarray(codec.decode(to_codec_header(header), list(encoded.chunks), **opts))
     choice = loop_filter.choose(decoded, pixels, file_bytes, force=setting is True)
     if choice is None:
         return None, {"loop_filter": None}

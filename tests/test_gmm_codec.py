@@ -90,6 +90,16 @@ def test_decoded_latents_equal_the_encoded_ones(tiny_model):
     assert np.array_equal(z_back, z) and np.array_equal(y_back, y) and quality == 42
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_the_encoders_reconstruction_is_what_the_decoder_makes(tiny_model, mode):
+    """Encoded.reconstruct (the loop filter fits to it) skips range decoding; it must be exact."""
+    codec = codecs.get("gmm")
+    pixels = smooth_image(21, 35, {"L": 1, "RGB": 3, "RGBA": 4}[mode])
+    enc = codec.encode(pixels, mode, codec.validate_options(mode, {"model": tiny_model[0], "quality": 40}))
+    decoded = codec.decode(Header(35, 21, mode, "gmm", codec.version), enc.chunks, model=enc.model)
+    assert np.array_equal(enc.reconstruct(), decoded)
+
+
 def test_encoding_is_deterministic(tiny_model):
     img = Image.fromarray(smooth_image(32, 48))
     assert save_load(img, model=tiny_model[0])[0] == save_load(img, model=tiny_model[0])[0]

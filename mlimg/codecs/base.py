@@ -92,6 +92,9 @@ class Encoded:
     chunks: list[tuple[str, bytes]]  # codec chunks in file order (type, payload)
     info: dict[str, Any] = field(default_factory=dict)  # goes to im.info after save
     model: tuple[str, bytes] | None = None  # (model id, sha256 of weights) for learned codecs
+    # The pixels a decoder of these chunks makes, computed from what the encoder already knows
+    # (the loop filter fits to them); None: the plugin decodes the chunks.
+    reconstruct: Callable[[], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,9 @@ class GanCodec(GmmCodec):
     loop_filter_default = False  # a least-squares filter pulls the generator's texture back towards blur
     bench_points = tuple({"quality": q} for q in (1, 8, 16, 25, 35, 50, 70, 85))  # ~0.1..0.5 bpp
 
+    def reconstruction(self, *args):
+        return None  # its pixels come from the generator at the decoder's realism: decode the chunks
+
     def decode(self, header: Header, chunks, model=None, realism=DEFAULT_REALISM):
         realism = check_realism(realism)
         return self.decode_with(header, chunks, model, lambda net: (lambda y: net.generator(y, realism)))

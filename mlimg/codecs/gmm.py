@@ -76,8 +76,15 @@ class GmmCodec(Codec):
         if mode == "RGBA":
             chunks.append(("ALPH", encode_alpha(np.asarray(pixels)[:, :, 3])))
         info = {"quality": quality, "model_id": model_id, **({"refine": opts["refine"]} if opts.get("refine") else {})}
-        return Encoded(chunks, info=info,
-                       model=(model_id, bytes.fromhex(loaded.sha256)))
+        return Encoded(chunks, info=info, model=(model_id, bytes.fromhex(loaded.sha256)),
+                       reconstruct=self.reconstruction(net, y, quality, np.asarray(pixels), mode))
+
+    def reconstruction(self, net, y: np.ndarray, quality: int, pixels: np.ndarray, mode: str):
+        """What a decoder of the encoded latent y makes (Encoded.reconstruct), without range
+        decoding the latent back: the coder is lossless, so it is the synthesis of y itself."""
+        header = Header(pixels.shape[1], pixels.shape[0], mode, self.name, self.version)
+        alpha = pixels[:, :, 3] if mode == "RGBA" else None  # ALPH is lossless
+        return lambda: _pixels(net, y, quality, header, net.g_s, alpha)
 
     # ------------------------------------------------------------ decode
 
@@ -102,22 +109,30 @@ class GmmCodec(Codec):
         lh, lw = -(-header.height // STRIDE), -(-header.width // STRIDE)
         z = unpack_hyper(hlat, lh, lw, entropy.t["z_prior"])
         quality, y = unpack_latent(glat, lh, lw, z, entropy)
-        with torch.inference_mode():
-            _, inv_gain = net.gains(gain_position(quality, net.log_gain.shape[0], header.method_version))
-            x = synthesis_tiled(net, y.astype(np.float32), inv_gain, synthesis(net))
-        x = x[: header.height, : header.width]
-        out = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
-        if header.mode == "L":
-            out = np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
-        elif header.mode == "RGBA":
-            out = np.concatenate([out, decode_alpha(alph[0], header.height, header.width)[:, :, None]], axis=2)
-        return out
+        alpha = decode_alpha(alph[0], header.height, header.width) if header.mode == "RGBA" else None
+        return _pixels(net, y, quality, header, synthesis(net), alpha)
 
     def describe(self, header: Header, chunks):
         for kind, data in chunks:
             if kind == "GLAT" and len(data) >= _GLAT.size:
                 return {"quality": data[0]}
         return {}
+
+
+def _pixels(net, y: np.ndarray, quality: int, header: Header, synthesis, alpha: np.ndarray | None) -> np.ndarray:
+    """Decoded pixels (H, W[, C]) uint8 from the integer latent y, by the float `synthesis`."""
+    import torch
+
+    with torch.inference_mode():
+        _, inv_gain = net.gains(gain_position(quality, net.log_gain.shape[0], header.method_version))
+        x = synthesis_tiled(net, y.astype(np.float32), inv_gain, synthesis)
+    x = x[: header.height, : header.width]
+    out = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+    if header.mode == "L":
+        out = np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
+    elif header.mode == "RGBA":
+        out = np.concatenate([out, alpha[:, :, None]], axis=2)
+    return out
 
 
 def gain_position(quality: int, levels: int, method_version: int) -> float:
