@@ -5,7 +5,9 @@ entropy model so that it starts as exactly the same function.
     e.g. python tools/experiments/gmm_channel_groups.py runs/gmm-fit2/latents.safetensors 3000 16,16,32,32
 
 CACHE: a fit's RUN/latents.safetensors of the default weights' analysis (see gmm_entropy_width.py).
-THREADS (environment, default 2).
+THREADS (environment, default 2). MODEL (environment, default: the default gmm): a registered gmm
+without channel groups (the default had none until gmm-v1-8801dc99, which this experiment led to:
+the trainer mode `mlimg train gmm --entropy-fit --groups`, TRAINING.md "Channel groups").
 
 The latent's channels, sorted by their bits on the cache (most first), are split into GROUPS and
 decoded in 2·G passes: the anchors of group 1, 2, ..., G, then the non-anchors of group 1, ..., G.
@@ -109,7 +111,8 @@ if __name__ == "__main__":
     hidden = int(sys.argv[4]) if len(sys.argv) > 4 else 96
     lr = float(sys.argv[5]) if len(sys.argv) > 5 else 5e-4
     raw = load_file(str(cache))["g_a"]
-    net = store.load(store.default_model("gmm"), "gmm").net.float().eval()
+    net = store.load(os.environ.get("MODEL") or store.default_model("gmm"), "gmm").net.float().eval()
+    assert net.channel_context is None, "MODEL must be a gmm without channel groups"
     for p in net.parameters():
         p.requires_grad_(False)
     model = ChannelGroups(net, channel_order(net, raw), groups, hidden)

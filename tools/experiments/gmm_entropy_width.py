@@ -88,6 +88,7 @@ if __name__ == "__main__":
     cache, steps = Path(sys.argv[1]), int(sys.argv[2])
     raw = load_file(str(cache))["g_a"]
     base = store.load(store.default_model("gmm"), "gmm").net.float().eval()
+    assert base.channel_context is None, "written for gmm without channel groups (the default until gmm-v1-8801dc99)"
     M = base.M
     kodak = kodak_raw(base, Path("../shared/data/kodak"))
     start = kodak_bpp(base, kodak)
