@@ -376,7 +376,8 @@ def loop_filter_setting(codec: Codec, mode: str, value) -> str | bool:
 
 def _loop_filter_chunk(codec: Codec, pixels: np.ndarray, mode: str, header: container.FileHeader,
                        encoded, file_bytes: int, setting) -> tuple[bytes | None, dict[str, Any]]:
-    """Decode what was encoded, as a decoder will, and fit the filter to it (None: it does not pay)."""
+    """Fit the filter to what a decoder makes of the encoded chunks (the encoder's reconstruction
+    where the codec gives one, else a decode); None: it does not pay."""
     from . import loop_filter
 
     if encoded.reconstruct is not None:

@@ -94,7 +94,7 @@ class Encoded:
     model: tuple[str, bytes] | None = None  # (model id, sha256 of weights) for learned codecs
     # The pixels a decoder of these chunks makes, computed from what the encoder already knows
     # (the loop filter fits to them); None: the plugin decodes the chunks.
-    reconstruct: Callable[[], np.ndarray] | None = None
+    reconstruct: Callable[[], Any] | None = None  # () -> uint8 pixels as decode() returns them
 
 
 @dataclass(frozen=True)

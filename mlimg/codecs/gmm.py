@@ -94,8 +94,6 @@ class GmmCodec(Codec):
     def decode_with(self, header: Header, chunks, model, synthesis):
         """Decode with `synthesis(net)` as the float network from latents to pixels
         (gmm: the synthesis transform; gan: its generator)."""
-        import torch
-
         from ..nn import store
 
         if model is None:

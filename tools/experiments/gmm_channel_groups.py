@@ -8,6 +8,7 @@ CACHE: a fit's RUN/latents.safetensors of the default weights' analysis (see gmm
 THREADS (environment, default 2). MODEL (environment, default: the default gmm): a registered gmm
 without channel groups (the default had none until gmm-v1-8801dc99, which this experiment led to:
 the trainer mode `mlimg train gmm --entropy-fit --groups`, TRAINING.md "Channel groups").
+STRIP_GROUPS=1: use MODEL's checkerboard part alone (its channel groups removed) as the start.
 
 The latent's channels, sorted by their bits on the cache (most first), are split into GROUPS and
 decoded in 2·G passes: the anchors of group 1, 2, ..., G, then the non-anchors of group 1, ..., G.
@@ -112,7 +113,9 @@ if __name__ == "__main__":
     lr = float(sys.argv[5]) if len(sys.argv) > 5 else 5e-4
     raw = load_file(str(cache))["g_a"]
     net = store.load(os.environ.get("MODEL") or store.default_model("gmm"), "gmm").net.float().eval()
-    assert net.channel_context is None, "MODEL must be a gmm without channel groups"
+    if os.environ.get("STRIP_GROUPS"):
+        net.channel_context = None
+    assert net.channel_context is None, "MODEL must be a gmm without channel groups (or STRIP_GROUPS=1)"
     for p in net.parameters():
         p.requires_grad_(False)
     model = ChannelGroups(net, channel_order(net, raw), groups, hidden)
