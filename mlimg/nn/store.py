@@ -103,7 +103,10 @@ def _read_weights(path: Path, config: dict):
     from .models import build
 
     tensors = load_file(str(path))
-    net = build(config)
+    try:
+        net = build(config)
+    except ValueError as exc:  # e.g. channel groups that do not partition the latent
+        raise OSError(f"weights file {path.name}: its {config.get('arch')} config is invalid ({exc})") from None
     missing, unexpected = net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
     missing = [k for k in missing if not k.startswith(getattr(net, "optional_weights", ()))]
     if missing or unexpected:
