@@ -77,7 +77,8 @@ def add_arguments(parser) -> None:
                         help="--entropy-fit: training crops whose analysis output is cached (default 1200)")
     parser.add_argument("--groups", type=lambda v: [int(g) for g in v.split(",")], default=None, metavar="G,G,...",
                         help="gmm --entropy-fit: code the latent's channels in groups of these sizes (adding up to "
-                             "M), each conditioned on the ones before (nn/models.py ChannelContext), e.g. 16,16,32,32")
+                             "M), each conditioned on the ones before (nn/models.py ChannelContext), e.g. 16,16,32,32; "
+                             "replaces the groups of an --init that has some")
     parser.add_argument("--group-hidden", type=int, default=None,
                         help="--groups: width of each group's branch (default M)")
     parser.add_argument("--branch-lr", type=float, default=None,

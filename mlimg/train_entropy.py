@@ -88,12 +88,14 @@ def channel_order(net, raw: "torch.Tensor") -> list[int]:
 
 
 def add_groups(net, meta: dict, raw, say) -> None:
-    """Give a gmm without channel groups the fit's --groups (order from the cached crops)."""
+    """Give the gmm the fit's --groups (order from the cached crops). A model that has channel
+    groups already loses them first: its checkerboard part is where the new groups start."""
     fit_meta = meta["entropy_fit"]
     if not fit_meta.get("groups"):
         return
     if net.channel_context is not None:
-        raise SystemExit(f"--groups: {fit_meta['init']} already codes its latent in channel groups {net.config['groups']}")
+        say(f"--groups replaces {fit_meta['init']}'s channel groups {net.config['groups']} (their branches dropped)")
+        net.remove_channel_context()
     import torch
 
     try:

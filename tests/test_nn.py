@@ -390,3 +390,22 @@ def test_half_where_exact_keeps_float32_where_float16_would_lose_values():
     assert half_where_exact(torch.tensor([1e-9, 2e-9])).dtype == torch.float32  # subnormal in float16
     assert half_where_exact(torch.tensor([1e5])).dtype == torch.float32  # overflows float16
     assert half_where_exact(torch.tensor([1.0, 1e-6])).dtype == torch.float16  # error judged against the largest
+
+
+def test_shipped_weights_are_registered_within_the_size_limit_and_match_their_sha256():
+    """Every file in the package's weights folder is registered with its sha256, every default
+    exists, and none is over the 25 MB a method may ship (issue 6)."""
+    import hashlib
+    import json
+
+    from mlimg.nn import store
+
+    reg = json.loads(store.REGISTRY.read_text())
+    files = {p.name for p in store.WEIGHTS_DIR.glob("*.safetensors")}
+    assert files == {entry["file"] for entry in reg["models"].values()}
+    assert all(model_id in reg["models"] for model_id in reg["default"].values())
+    for model_id, entry in reg["models"].items():
+        path = store.WEIGHTS_DIR / entry["file"]
+        assert path.stat().st_size <= 25_000_000, f"{model_id}: {path.stat().st_size} bytes"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"], model_id
+        assert model_id.endswith(entry["sha256"][:8]), model_id

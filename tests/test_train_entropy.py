@@ -127,6 +127,16 @@ def test_entropy_fit_with_channel_groups_fits_exports_and_codes(tmp_path, train_
     # Training goes on with the groups (the transforms and the branches together).
     assert train_in_tmp("gmm", tmp_path / "more", 4, "--init", new_id, "--crop", "32", "--batch", "2") == 0
     assert _net(tmp_path / "more").config["groups"] == [2, 2, 4]
+    # --groups on a grouped model regroups its checkerboard part: the old branches go, new ones start at zero.
+    assert train_in_tmp("gmm", tmp_path / "regroup", 0, *FIT, "--init", new_id, "--groups", "4,4") == 0
+    regrouped = _net(tmp_path / "regroup")
+    assert regrouped.config["groups"] == [4, 4] and len(regrouped.channel_context.branches) == 2
+    assert all(b[2].weight.detach().abs().sum() == 0 for b in regrouped.channel_context.branches.values())
+    plain = build(store.registry()["models"][new_id]["config"])
+    init_from_registry(plain, new_id, "gmm")
+    plain.remove_channel_context()
+    state = {k: v for k, v in regrouped.state_dict().items() if not k.startswith("channel_context.")}
+    assert all(torch.equal(v, state[k]) for k, v in plain.state_dict().items()) and len(state) == len(plain.state_dict())
 
 
 @pytest.mark.parametrize("groups", [(), ("--groups", "4,4")])

@@ -178,6 +178,12 @@ class GMM(nn.Module):
         self.config.update(groups=list(self.channel_context.groups), order=list(self.channel_context.order),
                            Nc=self.channel_context.hidden)
 
+    def remove_channel_context(self) -> None:
+        """Back to the plain checkerboard model (the branches dropped), to regroup the channels."""
+        self.channel_context = None
+        for key in ("groups", "order", "Nc"):
+            self.config.pop(key, None)
+
     def mixture(self, hyper: torch.Tensor, y_hat: torch.Tensor):
         """(weights, means, scales), each (B, K, M, H, W), from hyper features and the decoded
         latent (each value sees only what the decoder has decoded before it)."""
