@@ -64,7 +64,9 @@ def test_apply_matches_the_spec_text(mode, n_act, n_dir, monkeypatch):
     filt = random_filter(rng, 1 if mode == "L" else 3, n_act, n_dir)
     expected = reference_apply(img, filt)
     assert np.array_equal(lf.apply(img, filt), expected)
-    monkeypatch.setattr(lf, "BAND_ROWS", 4)  # bands with context rows give the same pixels
+    monkeypatch.setattr(lf, "BAND_ROWS", 4)  # bands with context rows give the same pixels,
+    assert np.array_equal(lf.apply(img, filt), expected)  # filtered side by side (on 2+ cores)
+    monkeypatch.setattr(lf, "MAX_THREADS", 1)  # or one after another
     assert np.array_equal(lf.apply(img, filt), expected)
     if mode == "RGBA":
         assert np.array_equal(expected[..., 3], img[..., 3])  # alpha passes through
