@@ -34,7 +34,7 @@ CROSS_TAPS = ((0, 1), (1, 0))
 _OWN, _CROSS = np.array(OWN_TAPS, np.int64), np.array(CROSS_TAPS, np.int64)  # for the compiled filter
 MARGIN = 4  # rows/columns of context a band needs: taps reach 3, classification 2
 BAND_ROWS = 128  # rows per band: memory stays bounded on large images
-MAX_THREADS = 4  # bands filtered at once (each holds a band's features)
+MAX_THREADS = 4  # bands the decoder filters at once, one thread each
 # (activity classes, direction classes) the encoder tries; measured on rnn/gmm Kodak decodes,
 # direction classes pay on rnn (kodim01 at quality 100, ad-hoc fits: 8 activity classes alone
 # +0.31 dB, 4 x 3 with directions +0.39)
