@@ -269,7 +269,7 @@ class IntegerEntropyModel:
         """The channel branch (3x3 conv, ReLU, 1x1 conv) at `positions`, (n, 3M)."""
         name = f"cc.{'anchors' if anchors else 'others'}{group}"
         first = self.layers[f"{name}.0"]
-        hidden = np.maximum(_saturate(first.apply(_im2col_at(padded, 3, positions)[:, first.columns])), 0)
+        hidden = np.maximum(_saturate(first.apply(_im2col_at(padded, 3, positions, columns=first.columns))), 0)
         return _saturate(self.layers[f"{name}.1"].apply(hidden))
 
     def first_layer_at(self, hyper: np.ndarray, y: np.ndarray, anchors: bool, positions: np.ndarray) -> np.ndarray:
@@ -318,13 +318,19 @@ class IntegerEntropyModel:
             yield block, centre, probs
 
 
-def _im2col_at(padded: np.ndarray, k: int, positions: np.ndarray, taps: np.ndarray | None = None) -> np.ndarray:
+def _im2col_at(padded: np.ndarray, k: int, positions: np.ndarray, taps: np.ndarray | None = None,
+               columns: np.ndarray | None = None) -> np.ndarray:
     """(n, C·taps) im2col rows of a k x k stride-1 conv over `padded` (C, h + k - 1, w + k - 1) at
-    flat output `positions`, columns ordered (channel, tap) as IntLayer's weights."""
+    flat output `positions`, columns ordered (channel, tap) as IntLayer's weights; `columns`: only
+    those (as IntLayer's), gathered directly."""
     c = padded.shape[0]
     lw = padded.shape[2] - k + 1
     windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(1, 2))  # (C, h, w, k, k)
     rows, cols = np.divmod(positions, lw)
+    if columns is not None:
+        channel, tap = np.divmod(columns, k * k)
+        ty, tx = np.divmod(tap, k)
+        return windows[channel[None], rows[:, None], cols[:, None], ty[None], tx[None]]
     picked = windows[:, rows, cols].reshape(c, positions.size, k * k)
     if taps is not None:
         picked = picked[..., taps]

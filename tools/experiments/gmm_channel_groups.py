@@ -114,7 +114,7 @@ if __name__ == "__main__":
     raw = load_file(str(cache))["g_a"]
     net = store.load(os.environ.get("MODEL") or store.default_model("gmm"), "gmm").net.float().eval()
     if os.environ.get("STRIP_GROUPS"):
-        net.channel_context = None
+        net.remove_channel_context()
     assert net.channel_context is None, "MODEL must be a gmm without channel groups (or STRIP_GROUPS=1)"
     for p in net.parameters():
         p.requires_grad_(False)
