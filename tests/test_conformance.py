@@ -217,3 +217,28 @@ def test_float_cases_tolerate_encoder_drift_but_not_a_broken_fixture(tmp_path):
         f"valid/{case.name}/expected.json: differs from what the generator makes today",
         f"valid/{case.name}/reference.png: differs from what the generator makes today",
     ]
+
+
+def test_float_encoder_cases_tolerate_machine_drift_but_not_a_broken_fixture(tmp_path):
+    """pca's bases are LAPACK eigenvectors: another CPU may encode other bytes (a 1x1 image's
+    degenerate eigenspace alone does), which decode as exactly as ours. Such a case is current
+    while the committed one still passes; a committed case its decoder fails is reported."""
+    assert codecs.get("pca").float_encoder and not codecs.get("lossless").float_encoder
+    case = min((c for c in _cases() if c.kind == "valid" and c.expected["method"] == "pca"),
+               key=lambda c: c.expected["bytes"])
+    made, committed = tmp_path / "made", tmp_path / "committed"
+    for root in (made, committed):
+        shutil.copytree(case.folder, root / "valid" / case.name)
+    drifted = bytearray((made / "valid" / case.name / "input.mlimg").read_bytes())
+    drifted[-20] ^= 0xFF  # what another machine's encoder might have written
+    (made / "valid" / case.name / "input.mlimg").write_bytes(bytes(drifted))
+    assert fixturegen.compare_trees(made, committed) == []
+
+    expected_path = committed / "valid" / case.name / "expected.json"
+    expected = json.loads(expected_path.read_text())
+    expected["tolerance"]["sha256"] = "0" * 64  # a committed fixture that no longer matches its decoder
+    expected_path.write_text(json.dumps(expected))
+    assert fixturegen.compare_trees(made, committed) == [
+        f"valid/{case.name}/expected.json: differs from what the generator makes today",
+        f"valid/{case.name}/input.mlimg: differs from what the generator makes today",
+    ]

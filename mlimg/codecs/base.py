@@ -120,6 +120,10 @@ class Codec:
     options: dict[str, Option] = {}
     # Learned codecs: the model id they need; plugin writes/validates the MODL chunk.
     needs_model: bool = False
+    # True where the encoder's choices come from float linear algebra (LAPACK eigenvectors,
+    # k-means, BLAS sums) whose last bits differ between CPUs: its files may differ between
+    # machines, while any file decodes identically everywhere (fixturegen.compare_trees).
+    float_encoder: bool = False
     # True for methods that reproduce pixels exactly (benchmarked against PNG/WebP/JXL lossless).
     lossless: bool = False
     # The container's adaptive loop filter (fLTR; plugin save option loop_filter=) when the

@@ -174,6 +174,7 @@ def _distinct(colors: np.ndarray):
 
 
 class KMeansCodec(Codec):
+    float_encoder = True  # k-means (scikit-learn) in float64 picks the palette
     name = "kmeans"
     version = 1
     modes = ("L", "RGB", "RGBA")

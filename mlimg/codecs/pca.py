@@ -37,6 +37,7 @@ def _block(v):
 
 
 class PCACodec(Codec):
+    float_encoder = True  # LAPACK eigenvectors of float sums pick the bases
     name = "pca"
     version = 1
     modes = ("L", "RGB", "RGBA")

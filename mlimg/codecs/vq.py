@@ -282,6 +282,7 @@ _PLANE_LUMA, _PLANE_CHROMA = 0, 1
 
 
 class VQCodec(Codec):
+    float_encoder = True  # k-means (scikit-learn) and eigen-split codebooks in float64
     name = "vq"
     version = 1
     modes = ("L", "RGB", "RGBA")
