@@ -341,7 +341,7 @@ def compare_trees(generated: Path, committed: Path) -> list[str]:
     made, have = _generated_files(Path(generated)), _generated_files(Path(committed))
     problems += [f"{n}: missing from the committed fixtures" for n in sorted(made - have)]
     problems += [f"{n}: committed but no longer generated" for n in sorted(have - made)]
-    float_cases: dict[str, bool] = {}  # case folder -> committed case still passes
+    drifting: dict[str, bool] = {}  # machine-dependent case folder -> committed case still passes
     for rel in sorted(made & have):
         new, old = (Path(generated) / rel).read_bytes(), (Path(committed) / rel).read_bytes()
         if new == old:
@@ -350,9 +350,9 @@ def compare_trees(generated: Path, committed: Path) -> list[str]:
             continue
         folder = str(Path(rel).parent)
         if _machine_dependent(Path(committed) / folder):
-            if folder not in float_cases:
-                float_cases[folder] = _still_passes(Path(committed) / folder)
-            if float_cases[folder]:
+            if folder not in drifting:
+                drifting[folder] = _still_passes(Path(committed) / folder)
+            if drifting[folder]:
                 continue
         problems.append(f"{rel}: differs from what the generator makes today")
     return problems
