@@ -20,15 +20,12 @@ from PIL import Image
 from mlimg import loop_filter as LF
 from mlimg.codecs import gmm as G
 from mlimg.codecs.cae import _pad, _to_rgb_float, encoder_latent
+from mlimg.metrics import psnr
 from mlimg.nn import store
 
 torch.set_num_threads(2)
 loaded = store.load(store.default_model("gmm"), "gmm")
 net, ent = loaded.net, G._entropy_model(loaded)
-
-
-def psnr(a, b):
-    return 10 * np.log10(255 ** 2 / np.mean((np.asarray(a, float) - b) ** 2))
 
 
 for name in sys.argv[2].split(","):
