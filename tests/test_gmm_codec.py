@@ -317,3 +317,67 @@ def test_shipped_weights_decode_a_small_image():
     high, out_high = save_load(img, quality=100)
     mse = np.mean((np.asarray(out_high, float) - np.asarray(img, float)) ** 2)
     assert 10 * np.log10(255**2 / mse) > 14 and len(high) > len(low)
+
+
+def _float_rate(net, y, z):
+    """bits(y | z) + bits(z) the plain way, through GMM.mixture."""
+    from mlimg.nn.entropy_models import gmm_likelihood
+
+    with torch.no_grad():
+        weights, means, scales = net.mixture(net.h_s(z), y)
+        return (-torch.log2(gmm_likelihood(y, weights, means, scales)).sum()
+                - torch.log2(net.z_prior.likelihood(z)).sum()).item()
+
+
+def _random_latent(net, seed):
+    """An integer latent of the tiny model (1, M, 9, 11) and h_a's float hyper-latent of it."""
+    y = torch.from_numpy(np.random.default_rng(seed).laplace(0, 4, (1, net.M, 9, 11)).round().astype(np.float32))
+    with torch.no_grad():
+        return y, net.h_a(y)
+
+
+def test_hyper_objective_is_the_models_float_rate(tiny_model):
+    """nn/hyper_refine.py's fast objective (positions reordered, passes batched) computes the
+    same bits as the model's own mixture, for h_a's z and for another z."""
+    from mlimg.nn import store
+    from mlimg.nn.hyper_refine import HyperObjective
+
+    net = store.load(tiny_model[0], "gmm").net
+    y, z = _random_latent(net, 1)
+    objective = HyperObjective(net, y)
+    for candidate in (torch.round(z), torch.round(z) + torch.from_numpy(np.random.default_rng(2).integers(-1, 2, z.shape)).float()):
+        with torch.no_grad():
+            assert objective.bits(candidate).item() == pytest.approx(_float_rate(net, y, candidate), rel=1e-5)
+
+
+def test_the_chosen_hyper_latent_never_costs_more_than_h_as(tiny_model):
+    """refine_hyper: integer, no more bits than h_a's rounded z (here fewer), the same twice,
+    h_a's own with 0 steps, and the network's parameters untouched."""
+    from mlimg.nn import store
+    from mlimg.nn.hyper_refine import refine_hyper
+
+    net = store.load(tiny_model[0], "gmm").net
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    flags = [p.requires_grad for p in net.parameters()]
+    y, z = _random_latent(net, 3)
+    assert torch.equal(refine_hyper(net, y, z, 0), torch.round(z))
+    chosen = refine_hyper(net, y, z, 8)
+    assert torch.equal(chosen, torch.round(chosen)) and torch.equal(chosen, refine_hyper(net, y, z, 8))
+    assert _float_rate(net, y, chosen) < _float_rate(net, y, torch.round(z))
+    assert [p.requires_grad for p in net.parameters()] == flags
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+
+
+def test_the_encoder_codes_the_chosen_hyper_latent(tiny_model):
+    """The file's z is hyper_latent's choice for the file's y (here not h_a's own)."""
+    from mlimg.nn import store
+
+    loaded = store.load(tiny_model[0], "gmm")
+    net, entropy = loaded.net, gmm_mod._entropy_model(loaded)
+    codec = codecs.get("gmm")
+    opts = codec.validate_options("RGB", {"model": tiny_model[0], "quality": 100})
+    chunks = dict(codec.encode(smooth_image(70, 90, seed=7), "RGB", opts).chunks)
+    z = gmm_mod.unpack_hyper(chunks["HLAT"], 5, 6, entropy.t["z_prior"])
+    _, y = gmm_mod.unpack_latent(chunks["GLAT"], 5, 6, z, entropy)
+    assert np.array_equal(z, gmm_mod.hyper_latent(net, y, gmm_mod.HYPER_STEPS))
+    assert not np.array_equal(z, gmm_mod.hyper_latent(net, y, 0))
