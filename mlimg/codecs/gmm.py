@@ -26,11 +26,11 @@ HYPER_STRIDE = 4  # z is y downsampled twice by 2
 _HLAT = struct.Struct(">HHHI")  # z height, z width, z channels, escape count
 _GLAT = struct.Struct(">BBHHHI")  # quality, reserved, latent height, latent width, channels, escape count
 # Steps of the per-image choice of z (nn/hyper_refine.py) by default and with refine=:
-# on kodim01/08/15/23 at quality 1 / 30 / 70, 5 steps cost 0.3 s and save 1.5 / 1.0 / 0.5 % of
+# on kodim01/08/15/23 at quality 1 / 30 / 70, 5 steps cost 0.3-0.4 s and save 1.5 / 1.0 / 0.5 % of
 # the latent's bytes, 20 steps 1.2 s and 1.8 / 1.2 / 0.6 % (TRAINING.md)
 HYPER_STEPS, HYPER_STEPS_REFINED = 5, 20
 # Above this many latent positions (about 2 megapixels) z is h_a's: the choice's memory grows
-# with the image (about 30 kB per position)
+# with the image (about 35 kB per position: 1920x1080, 8160 positions, +285 MB peak RSS)
 HYPER_MAX_POSITIONS = 8192
 # Gain levels below the lowest trained one that quality 1 reaches (gains extrapolated),
 # per method version: version 2 goes down to ~0.09 bpp on Kodak, version 1 stopped at ~0.19.
