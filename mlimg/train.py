@@ -58,6 +58,9 @@ def add_arguments(parser) -> None:
                              "widened as --Na")
     parser.add_argument("--Nfs", type=int, default=None, help="gmm: width of the synthesis' last stage (default Nf); "
                         "with --init, widened as --Na")
+    parser.add_argument("--amp", action="store_true",
+                        help="gmm: run the analysis and synthesis in bfloat16 autocast (the entropy model stays "
+                             "float32), for GPU throughput; off by default")
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     parser.add_argument("--eval-every", type=int, default=None, help="steps between Kodak evaluations (cae/gmm 2000, gan 500, --entropy-fit 1000)")
     parser.add_argument("--export", metavar="RUN", default=None,
@@ -97,6 +100,8 @@ def run(args) -> int:
     for key, methods in (("Na", ("cae", "gmm")), ("Nfa", ("gmm",)), ("Ns", ("gmm",)), ("Nfs", ("gmm",))):
         if getattr(args, key, None) is not None and args.method not in methods:
             raise SystemExit(f"mlimg train {args.method}: --{key} only applies to {'/'.join(methods)}")
+    if getattr(args, "amp", False) and (args.method != "gmm" or args.export or getattr(args, "entropy_fit", False)):
+        raise SystemExit(f"mlimg train {args.method}: --amp only applies to training gmm (its transforms)")
     if getattr(args, "half", False) and (args.method not in ("cae", "gmm") or not args.export):
         raise SystemExit(f"mlimg train {args.method}: --half only applies to cae/gmm with --export")
     fit_only = [f"--{k.replace('_', '-')}" for k in ("groups", "group_hidden", "branch_lr") if getattr(args, k, None) is not None]
@@ -480,23 +485,28 @@ def _train(args) -> int:
     return 0
 
 
+SHOW_EVERY = 20  # steps between reads of the running averages (progress bar)
+
+
 def _train_loop(args, model, opt, images, device, step, say, bar, config, command, resumes, stop) -> int:
     import torch
 
     run_dir = Path(args.out or f"runs/{args.method}")
     lambdas = model.config["lambdas"]
     last_ckpt = time.time()
-    running = {"loss": 0.0, "bpp": 0.0, "mse": 0.0}
+    running = None  # running averages of loss, bpp, mse, kept on the device (see below)
     seen = 0  # steps since this process started: bias-corrects the running averages
     workers = args.workers if args.workers is not None else (2 if device.type == "cuda" else 0)
     batches = step_batches(StepBatches(images, args.seed, args.crop, args.batch, len(lambdas)),
                            step, args.steps, device, workers)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(getattr(args, "amp", False)))
     while step < args.steps and not stop.requested:
         torch.manual_seed(args.seed * 1_000_003 + step)
         level, x = next(batches)  # the batch order is a pure function of (seed, step)
-        x_hat, likelihoods = model(x, level)
-        bpp = -torch.log2(likelihoods).sum() / (x.shape[0] * x.shape[2] * x.shape[3])
-        mse = torch.mean((x_hat - x) ** 2)
+        with amp:  # --amp: the transforms in bfloat16; the models keep their entropy terms in float32
+            x_hat, likelihoods = model(x, level)
+        bpp = -torch.log2(likelihoods.float()).sum() / (x.shape[0] * x.shape[2] * x.shape[3])
+        mse = torch.mean((x_hat.float() - x) ** 2)
         loss = lambdas[level] * 255**2 * mse + bpp
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -507,15 +517,18 @@ def _train_loop(args, model, opt, images, device, step, say, bar, config, comman
         if seen == 1:  # after a resume or --init: compare with the loss the previous session ended at
             say(f"step {step} loss {loss.item():.4f} bpp {bpp.item():.4f} "
                 f"psnr {10 * math.log10(1 / max(mse.item(), 1e-10)):.2f} (first step of this process, level {level})")
+        # On the device, read back only every SHOW_EVERY steps: a read waits for the GPU, and a
+        # wait every step keeps the CPU from queueing the next step's kernels meanwhile
         w = max(0.01, 1.0 / seen)
-        for k, v in (("loss", loss.item()), ("bpp", bpp.item()), ("mse", mse.item())):
-            running[k] = (1 - w) * running[k] + w * v
+        values = torch.stack([loss.detach(), bpp.detach(), mse.detach()])
+        running = values if running is None else (1 - w) * running + w * values
         bar.update(1)
-        bar.set_postfix(loss=f"{running['loss']:.3f}", bpp=f"{running['bpp']:.3f}",
-                        psnr=f"{10 * math.log10(1 / max(running['mse'], 1e-10)):.2f}")
-        if step % 200 == 0:
-            say(f"step {step} loss {running['loss']:.4f} bpp {running['bpp']:.4f} "
-                f"psnr {10 * math.log10(1 / max(running['mse'], 1e-10)):.2f} (running, all levels)")
+        if seen % SHOW_EVERY == 0 or step % 200 == 0:
+            avg = dict(zip(("loss", "bpp", "mse"), running.tolist()))
+            psnr = 10 * math.log10(1 / max(avg["mse"], 1e-10))
+            bar.set_postfix(loss=f"{avg['loss']:.3f}", bpp=f"{avg['bpp']:.3f}", psnr=f"{psnr:.2f}")
+            if step % 200 == 0:
+                say(f"step {step} loss {avg['loss']:.4f} bpp {avg['bpp']:.4f} psnr {psnr:.2f} (running, all levels)")
         if step % args.eval_every == 0:
             say(f"step {step} {kodak_eval(model, Path(args.kodak), device)}")
         if time.time() - last_ckpt > args.checkpoint_every or step == args.steps or stop.requested:

@@ -409,3 +409,31 @@ def test_shipped_weights_are_registered_within_the_size_limit_and_match_their_sh
         assert path.stat().st_size <= 25_000_000, f"{model_id}: {path.stat().st_size} bytes"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"], model_id
         assert model_id.endswith(entry["sha256"][:8]), model_id
+
+
+def test_amp_trains_gmm_in_bfloat16_with_float32_weights_and_entropy_model(tmp_path, train_in_tmp):
+    """--amp (GPU throughput): the transforms run in bfloat16 autocast, the entropy model and
+    the weights stay float32, the loss stays near the float32 run's; other methods refuse it."""
+    from mlimg.nn.models import build
+
+    net = build({"arch": "gmm", "N": 8, "M": 8, "K": 3, "lambdas": [0.01, 0.1]})
+    x = torch.rand(2, 3, 64, 64)
+    torch.manual_seed(0)
+    x_hat, lik = net(x, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(0)
+        x_hat_amp, lik_amp = net(x, 1)
+    assert lik_amp.dtype == torch.float32 and x_hat_amp.dtype == torch.bfloat16
+    bits, bits_amp = -torch.log2(lik).sum().item(), -torch.log2(lik_amp).sum().item()
+    assert abs(bits_amp - bits) < 0.02 * bits
+    assert torch.mean((x_hat_amp.float() - x_hat) ** 2).item() < 1e-3
+
+    tiny = ("--N", "4", "--M", "4", "--Nf", "4", "--crop", "32", "--batch", "2")
+    assert train_in_tmp("gmm", tmp_path / "amp", 3, *tiny, "--amp") == 0
+    from safetensors.torch import load_file
+
+    log = (tmp_path / "amp" / "train.log").read_text()
+    assert "first step of this process" in log and "nan" not in log and "checkpoint at step 3" in log
+    assert all(t.dtype == torch.float32 for t in load_file(str(tmp_path / "amp" / "checkpoint.safetensors")).values())
+    with pytest.raises(SystemExit, match="--amp only applies"):
+        train_in_tmp("cae", tmp_path / "cae", 1, "--amp")

@@ -224,14 +224,17 @@ class GMM(nn.Module):
     def forward(self, x: torch.Tensor, level: int):
         g = torch.exp(self.log_gain[level]).view(1, -1, 1, 1)
         ig = torch.exp(self.log_inv_gain[level]).view(1, -1, 1, 1)
-        y = self.g_a(x) * g
-        z = self.h_a(y)
-        z_lik = self.z_prior.likelihood(quantize_noise(z))
-        hyper = self.h_s(quantize_ste(z))
-        # Rate on noisy y; the context sees rounded anchors (what the decoder has).
-        y_round = quantize_ste(y)
-        weights, means, scales = self.mixture(hyper, y_round)
-        y_lik = gmm_likelihood(quantize_noise(y), weights, means, scales)
+        y = self.g_a(x).float() * g
+        # The entropy model in float32 even under autocast (`mlimg train --amp`): y plus noise
+        # and the likelihoods need more than bfloat16's 8 bits, and it is cheap at 1/16 scale.
+        with torch.autocast(y.device.type, enabled=False):
+            z = self.h_a(y)
+            z_lik = self.z_prior.likelihood(quantize_noise(z))
+            hyper = self.h_s(quantize_ste(z))
+            # Rate on noisy y; the context sees rounded anchors (what the decoder has).
+            y_round = quantize_ste(y)
+            weights, means, scales = self.mixture(hyper, y_round)
+            y_lik = gmm_likelihood(quantize_noise(y), weights, means, scales)
         x_hat = self.g_s(y_round * ig)
         return x_hat, torch.cat([y_lik.flatten(), z_lik.flatten()])
 
