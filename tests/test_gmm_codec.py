@@ -379,5 +379,5 @@ def test_the_encoder_codes_the_chosen_hyper_latent(tiny_model):
     chunks = dict(codec.encode(smooth_image(70, 90, seed=7), "RGB", opts).chunks)
     z = gmm_mod.unpack_hyper(chunks["HLAT"], 5, 6, entropy.t["z_prior"])
     _, y = gmm_mod.unpack_latent(chunks["GLAT"], 5, 6, z, entropy)
-    assert np.array_equal(z, gmm_mod.hyper_latent(net, y, gmm_mod.HYPER_STEPS))
-    assert not np.array_equal(z, gmm_mod.hyper_latent(net, y, 0))
+    assert np.array_equal(z, gmm_mod.hyper_latent(net, y, *gmm_mod.HYPER_STEPS))
+    assert not np.array_equal(z, gmm_mod.hyper_latent(net, y, 0, 0.1))

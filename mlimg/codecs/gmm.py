@@ -25,10 +25,10 @@ from .factorized import pack_channels, read_escapes, unpack_channels
 HYPER_STRIDE = 4  # z is y downsampled twice by 2
 _HLAT = struct.Struct(">HHHI")  # z height, z width, z channels, escape count
 _GLAT = struct.Struct(">BBHHHI")  # quality, reserved, latent height, latent width, channels, escape count
-# Steps of the per-image choice of z (nn/hyper_refine.py) by default and with refine=:
-# on kodim01/08/15/23 at quality 1 / 30 / 70, 5 steps cost 0.3-0.4 s and save 1.5 / 1.0 / 0.5 % of
-# the latent's bytes, 20 steps 1.2 s and 1.8 / 1.2 / 0.6 % (TRAINING.md)
-HYPER_STEPS, HYPER_STEPS_REFINED = 5, 20
+# (steps, first step size) of the per-image choice of z (nn/hyper_refine.py), by default and
+# with refine=: on kodim01/08/15/23 at quality 1 / 30 / 70, 5 steps at 0.1 cost 0.3-0.4 s and
+# save 1.5 / 1.0 / 0.5 % of the latent's bytes, 20 at 0.05 1.2 s and 1.8 / 1.2 / 0.6 % (TRAINING.md)
+HYPER_STEPS, HYPER_STEPS_REFINED = (5, 0.1), (20, 0.05)
 # Above this many latent positions (about 2 megapixels) z is h_a's: the choice's memory grows
 # with the image (about 35 kB per position: 1920x1080, 8160 positions, +285 MB peak RSS)
 HYPER_MAX_POSITIONS = 8192
@@ -73,7 +73,7 @@ class GmmCodec(Codec):
         position = gain_position(quality, net.log_gain.shape[0], self.version)
         y = encoder_latent(net, x, position, opts.get("refine", 0))
         y = np.clip(np.round(y), -32768, 32767).astype(np.int64)
-        z = hyper_latent(net, y, HYPER_STEPS_REFINED if opts.get("refine") else HYPER_STEPS)
+        z = hyper_latent(net, y, *(HYPER_STEPS_REFINED if opts.get("refine") else HYPER_STEPS))
         chunks = [("HLAT", _pack_hyper(z, entropy.t["z_prior"])), ("GLAT", _pack_latent(y, z, quality, entropy))]
         if mode == "RGBA":
             chunks.append(("ALPH", encode_alpha(np.asarray(pixels)[:, :, 3])))
@@ -119,9 +119,10 @@ class GmmCodec(Codec):
         return {}
 
 
-def hyper_latent(net, y: np.ndarray, steps: int) -> np.ndarray:
+def hyper_latent(net, y: np.ndarray, steps: int, lr: float) -> np.ndarray:
     """The integer hyper-latent (N, zh, zw) to code with the integer latent y (M, lh, lw):
-    h_a's, then chosen for this y by `steps` gradient steps on its bits (nn/hyper_refine.py)."""
+    h_a's, then chosen for this y by `steps` gradient steps on its bits, the first of size `lr`
+    (nn/hyper_refine.py)."""
     import torch
 
     from ..nn.hyper_refine import refine_hyper
@@ -131,7 +132,7 @@ def hyper_latent(net, y: np.ndarray, steps: int) -> np.ndarray:
         z = net.h_a(yt)
     if y[0].size > HYPER_MAX_POSITIONS:
         steps = 0
-    z = refine_hyper(net, yt, z, steps)
+    z = refine_hyper(net, yt, z, steps, lr)
     return np.clip(z[0].numpy(), -32768, 32767).astype(np.int64)
 
 

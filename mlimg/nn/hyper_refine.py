@@ -20,8 +20,8 @@ from torch import nn
 from .entropy_models import gmm_likelihood, quantize_ste
 from .models import anchor_mask
 
-# Adam's first step size in z units, decayed linearly to 0 over the steps; measured on Kodak
-# with tools/experiments/gmm_hyper_refine.py (TRAINING.md)
+# Adam's first step size in z units, decayed linearly to 0 over the steps (the codec passes its
+# own per step count: codecs/gmm.py HYPER_STEPS; TRAINING.md)
 LEARNING_RATE = 0.05
 
 
