@@ -414,6 +414,8 @@ def test_shipped_weights_are_registered_within_the_size_limit_and_match_their_sh
 def test_amp_trains_gmm_in_bfloat16_with_float32_weights_and_entropy_model(tmp_path, train_in_tmp):
     """--amp (GPU throughput): the transforms run in bfloat16 autocast, the entropy model and
     the weights stay float32, the loss stays near the float32 run's; other methods refuse it."""
+    from safetensors.torch import load_file
+
     from mlimg.nn.models import build
 
     net = build({"arch": "gmm", "N": 8, "M": 8, "K": 3, "lambdas": [0.01, 0.1]})
@@ -430,8 +432,6 @@ def test_amp_trains_gmm_in_bfloat16_with_float32_weights_and_entropy_model(tmp_p
 
     tiny = ("--N", "4", "--M", "4", "--Nf", "4", "--crop", "32", "--batch", "2")
     assert train_in_tmp("gmm", tmp_path / "amp", 3, *tiny, "--amp") == 0
-    from safetensors.torch import load_file
-
     log = (tmp_path / "amp" / "train.log").read_text()
     assert "first step of this process" in log and "nan" not in log and "checkpoint at step 3" in log
     assert all(t.dtype == torch.float32 for t in load_file(str(tmp_path / "amp" / "checkpoint.safetensors")).values())
