@@ -62,9 +62,8 @@ class HyperObjective:
             self.pre = torch.cat(pre, dim=1)
             self.values = torch.cat(values)[None, None, :, None]
 
-    def bits(self, z: torch.Tensor, z_rate: torch.Tensor | None = None) -> torch.Tensor:
-        """Bits of y given z (1, N, h, w), rounded or not, plus z's own bits under the z prior,
-        measured at `z_rate` (default: z itself)."""
+    def bits(self, z: torch.Tensor) -> torch.Tensor:
+        """Bits of y given z (1, N, h, w) plus z's own bits under the z prior."""
         net, K = self.net, self.net.K
         hyper = net.h_s(z)[0, :, : self.shape[0], : self.shape[1]].flatten(1)[:, self.order]
         first = self.w_hyper @ hyper
@@ -77,7 +76,7 @@ class HyperObjective:
         params = torch.cat(params, dim=2)[None, :, :, :, None]  # (1, 3, K, values, 1)
         weights = torch.softmax(params[:, 0], dim=1)
         scales = torch.exp(params[:, 2]).clamp(0.11, 256.0)
-        rate = -torch.log2(net.z_prior.likelihood(z if z_rate is None else z_rate)).sum()
+        rate = -torch.log2(net.z_prior.likelihood(z)).sum()
         return rate - torch.log2(gmm_likelihood(self.values, weights, params[:, 1], scales)).sum()
 
 
